@@ -1,0 +1,43 @@
+"""`python -m mlx_native_server VERB ...`: dispatch to one module per verb.
+
+The root scripts call this; each verb module has `main(argv) -> int` that
+parses its own flags into a Settings object and does the work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+VERBS = {
+    "start": ("start", "start the server in the foreground (./start-server.sh)"),
+    "serve": ("serve", "the server process itself (used by start and the service)"),
+    "stop": ("stop", "stop a running server (./stop-server.sh)"),
+    "status": ("status", "say whether the server and its service are running"),
+    "config": ("config_cmd", "print the effective configuration and where each value came from"),
+    "demo": ("demo_model", "generate the tiny random-weight demo model"),
+    "install-service": ("service", "install the login service (./install-service.sh)"),
+    "uninstall-service": ("service", "remove the login service (./uninstall-service.sh)"),
+    "convert": ("convert", "convert a Hugging Face model to MLX (./convert-model.sh)"),
+    "mlx-lm": ("mlx_lm_repo", "manage the mlx-lm install (./setup-mlx-lm-repo.sh)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m mlx_native_server VERB [options]", "", "verbs:"]
+    lines += [f"  {verb:<18} {text}" for verb, (_, text) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb '{verb}'.\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"mlx_native_server.{VERBS[verb][0]}")
+    entry = getattr(module, "main_" + verb.replace("-", "_"), None) or module.main
+    return entry(rest)

@@ -1,0 +1,87 @@
+"""One object that knows every path the project reads or writes.
+
+MLX_NATIVE_SERVER_HOME moves them all (the project directory by default),
+which is also what keeps tests hermetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SERVICE_LABEL = "com.local.mlx-native-server"
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    config_file: Path
+    log_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Paths":
+        environ = os.environ if environ is None else environ
+        home = Path(environ.get("MLX_NATIVE_SERVER_HOME") or PROJECT_DIR).resolve()
+        config = environ.get("MLX_NATIVE_SERVER_CONFIG")
+        config_file = Path(config).resolve() if config else home / "server.toml"
+        return cls(home=home, config_file=config_file, log_dir=home / "logs")
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A user path: absolute as given, relative to the project home."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.home / p
+
+    def with_log_dir(self, log_dir: str | os.PathLike) -> "Paths":
+        return dataclasses.replace(self, log_dir=self.resolve(log_dir))
+
+    @property
+    def project_dir(self) -> Path:
+        """Where the scripts live (not moved by MLX_NATIVE_SERVER_HOME)."""
+        return PROJECT_DIR
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "local-models"
+
+    @property
+    def demo_model(self) -> Path:
+        return self.models_dir / "demo"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def pid_file(self, port: int) -> Path:
+        return self.run_dir / f"server-{port}.pid"
+
+    @property
+    def app_log(self) -> Path:
+        return self.log_dir / "app.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.log_dir / "stdout.log"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.log_dir / "stderr.log"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "local-models" / ".prompt-cache"
+
+    @property
+    def mlx_lm_repo(self) -> Path:
+        return self.home / "mlx-lm-repo"
+
+    @property
+    def patches_dir(self) -> Path:
+        return PROJECT_DIR / "patches"
+
+    @property
+    def venv(self) -> Path:
+        return Path(os.environ.get("MLX_NATIVE_SERVER_VENV") or PROJECT_DIR / ".venv")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Usage: ./start-server.sh [--model PATH|demo] [--port N] [--host ADDR] [options]
+#
+# Start the OpenAI- and Anthropic-compatible server in the foreground
+# (Ctrl+C stops it). The first run creates .venv and installs what it needs.
+#
+#   ./start-server.sh                 serve the configured model on :8000
+#   ./start-server.sh --model demo    serve a tiny generated model (random text)
+#   ./start-server.sh --print-config  show the effective configuration
+#   ./start-server.sh --service       start the installed login service instead
+#
+# Every option: ./start-server.sh --help (after the first run). Defaults come
+# from server.toml, then MLX_NATIVE_SERVER_* environment variables, then flags.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
+if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
+    mns_usage "${BASH_SOURCE[0]}"
+    exit 0
+fi
+mns_run start "$@"
