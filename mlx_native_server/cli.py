@@ -11,7 +11,7 @@ import sys
 
 VERBS = {
     "start": ("start", "start the server in the foreground (./start-server.sh)"),
-    "serve": ("serve", "the server process itself (used by start and the service)"),
+    "serve": ("start", "the server process itself (used by start and the service)"),
     "stop": ("stop", "stop a running server (./stop-server.sh)"),
     "status": ("status", "say whether the server and its service are running"),
     "config": ("config_cmd", "print the effective configuration and where each value came from"),

@@ -1,0 +1,3 @@
+"""Imports every front end so its routes register with the HTTP layer."""
+
+from . import openai_chat  # noqa: F401

@@ -1,0 +1,18 @@
+"""`python -m mlx_native_server config`: the effective configuration and origins."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import config
+from .errors import reported
+
+
+@reported
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mlx_native_server config",
+                                description="Print the effective configuration and where each value came from.")
+    config.add_flags(p)
+    args = p.parse_args(argv)
+    print(config.describe(config.load({k.name: getattr(args, k.name) for k in config.KEYS})))
+    return 0

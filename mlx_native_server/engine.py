@@ -1,0 +1,301 @@
+"""The one door to mlx-lm's server internals.
+
+Everything that touches private parts of `mlx_lm.server` (ModelProvider,
+ResponseGenerator, GenerationArguments, the text state machine) lives here,
+so an mlx-lm upgrade is a one-file change and a failing import says exactly
+what moved. The rest of the package sees `Engine`, `ChatRequest` and the
+plain events of `generation.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+
+try:
+    from mlx_lm import __version__ as MLX_LM_VERSION
+    from mlx_lm import server as upstream
+    from mlx_lm.generate import TextStateMachine
+    from mlx_lm.models.cache import QuantizedKVCache
+    from mlx_lm.models.base import scaled_dot_product_attention
+except ImportError as e:  # pragma: no cover - depends on the installed mlx-lm
+    raise ImportError(
+        f"mlx-lm's internals moved ({e}); mlx_native_server/engine.py supports "
+        "mlx-lm 0.32.2: run ./setup-mlx-lm-repo.sh --reset to go back to the pinned version."
+    ) from e
+
+from .config import Settings
+from .prompt_cache import make_prompt_cache_store
+
+log = logging.getLogger("mlx_native_server.engine")
+
+DEFAULT_MODEL = "default_model"  # upstream's alias for the model given at start
+
+
+class ContextOverflow(Exception):
+    """The prompt alone does not fit the context cap."""
+
+    def __init__(self, prompt_tokens: int, limit: int):
+        super().__init__(f"{prompt_tokens} prompt tokens > {limit} maximum")
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+class EngineUnavailable(Exception):
+    """The generation thread is dead or the model is not loaded yet."""
+
+
+@dataclass
+class ChatRequest:
+    """A chat request in the form the MiniMax template takes (see reasoning.py)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float = 0.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    # Test hook (only honoured with MLX_NATIVE_SERVER_TEST_HOOKS=1): the
+    # engine is made to spell this text while its real forward pass, caches
+    # and parsers run.
+    script: str | None = None
+    session_id: str | None = None
+
+
+def _cli_args(settings: Settings, kv_bits: int | None) -> argparse.Namespace:
+    """The Namespace upstream's ModelProvider and ResponseGenerator read."""
+    return argparse.Namespace(
+        model=str(settings.model_path),
+        adapter_path=None,
+        draft_model=None,
+        num_draft_tokens=3,
+        trust_remote_code=False,
+        chat_template="",
+        use_default_chat_template=False,
+        chat_template_args={},
+        pipeline=settings.pipeline,
+        decode_concurrency=32,
+        prompt_concurrency=8,
+        prefill_step_size=settings.prefill_step_size,
+        prompt_cache_size=settings.prompt_cache_size,
+        prompt_cache_bytes=settings.prompt_cache_bytes,
+        kv_bits=kv_bits,
+        kv_group_size=settings.kv_group_size,
+        quantized_kv_start=settings.quantized_kv_start,
+        max_tokens=settings.max_tokens,
+        temp=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        min_p=0.0,
+        allowed_origins=[],
+    )
+
+
+def kv_quantization_works(bits: int, group_size: int, head_dim: int) -> bool:
+    """Run quantized attention once on this backend (mlx 0.32.4 on CUDA lacks
+    `quantized_matmul` for some shapes)."""
+    try:
+        cache = QuantizedKVCache(group_size=group_size, bits=bits)
+        kv = mx.random.normal((1, 2, 8, head_dim)).astype(mx.float16)
+        keys, values = cache.update_and_fetch(kv, kv)
+        q = mx.random.normal((1, 2, 1, head_dim)).astype(mx.float16)
+        out = scaled_dot_product_attention(
+            q, keys, values, cache=cache, scale=head_dim**-0.5, mask=None
+        )
+        mx.eval(out)
+        return True
+    except Exception as e:  # any backend failure means "cannot quantize here"
+        log.debug("KV quantization probe failed: %s", e)
+        return False
+
+
+def _head_dim(model_dir) -> int:
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return 128
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+class _ScriptProcessor:
+    """Logits processor that forces the next tokens to spell a script, then EOS."""
+
+    def __init__(self, token_ids: list[int], eos_id: int):
+        self._ids = token_ids + [eos_id]
+        self._i = 0
+
+    def __call__(self, tokens, logits):
+        token = self._ids[min(self._i, len(self._ids) - 1)]
+        self._i += 1
+        vocab = mx.arange(logits.shape[-1])
+        forced = mx.where(vocab == token, 0.0, -float("inf")).astype(logits.dtype)
+        return mx.broadcast_to(forced, logits.shape)
+
+
+def _install_script_hook(engine: "Engine") -> None:
+    """Wrap upstream's logits-processor factory so requests with a script spell it."""
+    original = upstream._make_logits_processors
+
+    def make(args):
+        processors = original(args)
+        script = getattr(args, "script", None)
+        if script is None:
+            return processors
+        tokenizer = engine.tokenizer
+        ids = tokenizer.encode(script, add_special_tokens=False)
+        return processors + [_ScriptProcessor(ids, tokenizer.eos_token_id)]
+
+    upstream._make_logits_processors = make
+
+
+class _Generator(upstream.ResponseGenerator):
+    """Upstream's generator, plus the context cap: a prompt that alone
+    exceeds it is refused, and max_tokens is clamped to what remains."""
+
+    context_cap: int = 1 << 62  # set by Engine right after construction
+
+    def _tokenize(self, tokenizer, request, args):
+        result = super()._tokenize(tokenizer, request, args)
+        n_prompt = len(result[0])
+        if n_prompt >= self.context_cap:
+            raise ContextOverflow(n_prompt, self.context_cap)
+        args.max_tokens = min(args.max_tokens, self.context_cap - n_prompt)
+        return result
+
+
+class Engine:
+    """mlx-lm's engine, loaded once: generation thread, batching, prompt cache,
+    distributed ranks (under mlx.launch every rank builds one)."""
+
+    def __init__(self, settings: Settings, *, test_hooks: bool = False):
+        self.settings = settings
+        self.test_hooks = test_hooks
+        self.kv_bits = self._choose_kv_bits(settings)
+        self.model_provider = upstream.ModelProvider(_cli_args(settings, self.kv_bits))
+        self.prompt_cache = make_prompt_cache_store(settings)
+        if test_hooks:
+            _install_script_hook(self)
+        self._generator = _Generator(self.model_provider, self.prompt_cache)
+        self._generator.context_cap = settings.max_tokens
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _choose_kv_bits(settings: Settings) -> int | None:
+        if not settings.kv_bits:
+            return None
+        head_dim = _head_dim(settings.model_path)
+        if kv_quantization_works(settings.kv_bits, settings.kv_group_size, head_dim):
+            return settings.kv_bits
+        log.warning(
+            "this backend (%s) cannot quantize the KV cache at %d bits; serving "
+            "with full-precision KV instead (set kv_bits = 0 to silence this).",
+            mx.default_device(), settings.kv_bits,
+        )
+        return None
+
+    @property
+    def rank(self) -> int:
+        return mx.distributed.init().rank()
+
+    @property
+    def loaded(self) -> bool:
+        return self.model_provider.model is not None
+
+    @property
+    def alive(self) -> bool:
+        return self._generator.generation_available()
+
+    @property
+    def tokenizer(self):
+        return self.model_provider.tokenizer
+
+    @property
+    def mlx_lm_version(self) -> str:
+        return MLX_LM_VERSION
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        """Prompt tokens of a chat request, with the real tokenizer and template."""
+        if not self.loaded:
+            raise EngineUnavailable("the model is still loading")
+        tokenizer = self.tokenizer
+        with self._lock:
+            prompt = tokenizer.apply_chat_template(
+                request.messages, tools=request.tools, add_generation_prompt=True,
+                tokenize=True, **(request.chat_template_kwargs or {}),
+            )
+        return len(prompt)
+
+    def generate(self, request: ChatRequest, progress=None):
+        """Queue a request; returns (context, iterator of upstream Responses).
+
+        Raises ContextOverflow, EngineUnavailable, or the engine's own error.
+        """
+        if not self.alive:
+            raise EngineUnavailable("the generation thread has stopped")
+        args = self._arguments(request)
+        completion = upstream.CompletionRequest(
+            "chat", "", request.messages, request.tools or None, None
+        )
+        try:
+            return self._generator.generate(completion, args, progress_callback=progress)
+        except RuntimeError as e:
+            if "generation thread died" in str(e):
+                raise EngineUnavailable("the generation thread has stopped") from e
+            raise
+
+    def _arguments(self, r: ChatRequest):
+        s = self.settings
+        args = upstream.GenerationArguments(
+            model=upstream.ModelDescription(model=DEFAULT_MODEL, draft=DEFAULT_MODEL, adapter=None),
+            sampling=upstream.SamplingArguments(
+                temperature=s.temperature if r.temperature is None else r.temperature,
+                top_p=s.top_p if r.top_p is None else r.top_p,
+                top_k=s.top_k if r.top_k is None else r.top_k,
+                min_p=r.min_p, xtc_probability=0.0, xtc_threshold=0.0,
+            ),
+            logits=upstream.LogitsProcessorArguments(
+                logit_bias=None, repetition_penalty=0.0, repetition_context_size=20,
+                presence_penalty=0.0, presence_context_size=20,
+                frequency_penalty=0.0, frequency_context_size=20,
+            ),
+            stop_words=list(r.stop),
+            max_tokens=r.max_tokens or s.max_tokens,
+            num_draft_tokens=0,
+            logprobs=False,
+            top_logprobs=-1,
+            seed=r.seed,
+            chat_template_kwargs=r.chat_template_kwargs,
+        )
+        if self.test_hooks and r.script is not None:
+            args.script = r.script
+        return args
+
+    def text_state(self, ctx):
+        """A fresh state of the reasoning/tool/normal text state machine."""
+        return ctx.text_sm.make_state(ctx.initial_state)
+
+    split = staticmethod(TextStateMachine.split)
+    flush = staticmethod(TextStateMachine.flush)
+    discard = staticmethod(TextStateMachine.discard)
+
+    def stop(self) -> None:
+        self._generator.stop_and_join()
+
+    def join(self) -> None:
+        self._generator.join()
+
+    def cache_stats(self) -> dict[str, Any]:
+        stats = getattr(self.prompt_cache, "stats", None)
+        if callable(stats):
+            return stats()
+        return {"entries": len(self.prompt_cache), "bytes": self.prompt_cache.nbytes}

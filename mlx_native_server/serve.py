@@ -1,0 +1,116 @@
+"""The server process: engine + HTTP, a watchdog, and a clean stop.
+
+SIGTERM or SIGINT: stop accepting, let the request in flight finish within
+shutdown_timeout, cancel what is left, exit 0. A dead generation engine
+exits non-zero, so a service manager restarts the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from .config import Settings
+from .engine import Engine
+from .http_server import App, make_server
+
+log = logging.getLogger("mlx_native_server.serve")
+
+EXIT_ENGINE_DIED = 3
+
+
+def _write_pid(settings: Settings) -> None:
+    pid_file = settings.paths.pid_file(settings.port)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+
+
+def _remove_pid(settings: Settings) -> None:
+    pid_file = settings.paths.pid_file(settings.port)
+    try:
+        if pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()
+    except OSError:
+        pass
+
+
+def _announce_when_ready(app: App, stop: threading.Event) -> None:
+    while not stop.wait(0.05):
+        if app.engine.loaded:
+            s = app.settings
+            line = f"ready: {s.base_url} (model {s.served_model_id})"
+            log.info(line)
+            print(line, flush=True)
+            return
+        if not app.engine.alive:
+            return
+
+
+def _install_signals(stop: threading.Event, app: App) -> None:
+    def handle(signum, _frame):
+        if stop.is_set():
+            log.warning("second %s: cancelling requests in flight", signal.Signals(signum).name)
+            app.cancel_all()
+            return
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _watch(app: App, stop: threading.Event) -> int:
+    """Wait for a stop signal; return non-zero if the engine dies first."""
+    interval = app.settings.watchdog_interval or 3600.0
+    while not stop.wait(min(interval, 1.0)):
+        if app.settings.watchdog_interval and not app.engine.alive:
+            log.error("the generation engine has stopped (see the error above); "
+                      "exiting so the service manager restarts the server")
+            return EXIT_ENGINE_DIED
+    return 0
+
+
+def _drain(app: App) -> None:
+    """Let requests in flight finish within shutdown_timeout, then cancel them."""
+    deadline = time.monotonic() + app.settings.shutdown_timeout
+    while app.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if app.active:
+        log.info("cancelling %d request(s) still in flight", len(app.active))
+        app.cancel_all()
+        end = time.monotonic() + 5
+        while app.active and time.monotonic() < end:
+            time.sleep(0.05)
+
+
+def run(settings: Settings) -> int:
+    """Serve until stopped; returns the exit code."""
+    test_hooks = os.environ.get("MLX_NATIVE_SERVER_TEST_HOOKS") == "1"
+    engine = Engine(settings, test_hooks=test_hooks)
+    if engine.rank != 0:
+        engine.join()  # other ranks compute; rank 0 alone serves HTTP
+        return 0
+    app = App(settings, engine, test_hooks=test_hooks)
+    server = make_server(app)
+    _write_pid(settings)
+    stop = threading.Event()
+    _install_signals(stop, app)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(target=_announce_when_ready, args=(app, stop), daemon=True).start()
+    log.info("listening on %s:%d, loading %s", settings.host, settings.port, settings.model_path)
+    code = _watch(app, stop)
+    app.draining = True
+    server.shutdown()
+    if code == 0:
+        _drain(app)
+        engine.stop()
+    server.server_close()
+    _remove_pid(settings)
+    log.info("stopped (exit %d)", code)
+    logging.shutdown()
+    sys.stdout.flush()
+    return code

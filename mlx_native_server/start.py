@@ -1,0 +1,59 @@
+"""`./start-server.sh`: check, then serve in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from . import config, logsetup, preflight, serve
+from .errors import reported
+
+log = logging.getLogger("mlx_native_server.start")
+
+
+def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the model as an OpenAI- and Anthropic-compatible API "
+                    "in the foreground (Ctrl+C stops it).",
+    )
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration and where each value came from, then exit")
+    config.add_flags(p)
+    return p
+
+
+def prepare(settings: config.Settings) -> None:
+    """Everything checked or made before the model loads."""
+    if settings.model == "demo":
+        from . import demo_model
+        demo_model.generate(settings.paths.demo_model)
+    preflight.check_security(settings)
+    preflight.check_model(settings)
+    preflight.check_port(settings)
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load({k.name: getattr(args, k.name) for k in config.KEYS})
+
+
+@reported
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    settings = _settings(args)
+    if args.print_config:
+        print(config.describe(settings))
+        return 0
+    logsetup.setup(settings)
+    prepare(settings)
+    return serve.run(settings)
+
+
+@reported
+def main_serve(argv: list[str]) -> int:
+    """The service's entry: like start, logging to app.log only."""
+    args = parser("mlx_native_server serve").parse_args(argv)
+    settings = _settings(args)
+    logsetup.setup(settings, terminal=False)
+    prepare(settings)
+    return serve.run(settings)
