@@ -180,6 +180,10 @@ KEYS: tuple[Key, ...] = (
         check_text="more than 0 bytes"),
     Key("log_backups", _int, 3, "Rotated log files kept.",
         check=_non_negative, check_text="0 or more"),
+    Key("max_pending", _int, 8,
+        "Requests allowed to wait for the engine; more are refused (429 for "
+        "OpenAI clients, 529 overloaded_error for Anthropic ones).",
+        check=_positive, check_text="a number above 0"),
     Key("max_body_bytes", parse_size, parse_size("64MiB"),
         "Largest request body accepted.", check=_positive,
         check_text="more than 0 bytes"),

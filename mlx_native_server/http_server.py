@@ -84,6 +84,11 @@ class App:
             raise ApiError(503, "The server is shutting down.", "service_unavailable")
         if not self.engine.loaded:
             raise ApiError(503, "The model is still loading; try again shortly.", "service_unavailable")
+        if len(self.active) >= self.settings.max_pending:
+            if flavor == "anthropic":
+                raise ApiError(529, "The server is overloaded; try again shortly.", "overloaded_error")
+            raise ApiError(429, "Too many requests are waiting; try again shortly.",
+                           "rate_limit_error", code="server_busy")
         try:
             gen = Generation(self.engine, request, progress=progress)
         except ContextOverflow as e:
