@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from .api_errors import bad_request
+from .prompt_normalize import clean_messages
 
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -118,8 +119,13 @@ def normalize_messages(messages: Any) -> list[dict]:
     """All messages in the template's form (see hoist_system for system turns)."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array.", param="messages")
-    out = [normalize_message(m, i) for i, m in enumerate(messages)]
-    return hoist_system(out)
+    return to_template([normalize_message(m, i) for i, m in enumerate(messages)])
+
+
+def to_template(messages: list[dict]) -> list[dict]:
+    """The last step of every front end: drop volatile lines (prompt_normalize),
+    then hoist later system turns (hoist_system)."""
+    return hoist_system(clean_messages(messages))
 
 
 def hoist_system(messages: list[dict]) -> list[dict]:
