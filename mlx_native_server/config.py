@@ -48,6 +48,15 @@ def parse_size(text: Any) -> int:
     return int(float(s[:i]) * _SIZE_UNITS[s[i:]])
 
 
+def human_size(n: int) -> str:
+    """17179869184 -> '16GiB' (exact binary or decimal units only)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
+                       ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
 def parse_bool(text: Any) -> bool:
     if isinstance(text, bool):
         return text
@@ -319,5 +328,47 @@ def describe(settings: Settings) -> str:
         value = settings.values[key.name]
         if key.name == "api_key" and value:
             value = "(set)"
+        elif key.parse is parse_size:
+            value = human_size(value)
         lines.append(f"{key.name:<{width}} = {value!r:<40} # {settings.origins[key.name]}")
     return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _valid_text(key: Key) -> str:
+    if key.choices:
+        return "one of " + ", ".join(_toml_value(c) for c in key.choices)
+    if key.check_text:
+        return key.check_text
+    return {parse_bool: "true or false", parse_size: "a size such as 8GB or 512MiB"}.get(
+        key.parse, "a string" if key.parse is _str else "a number")
+
+
+def example_file() -> str:
+    """server.toml as committed: every key documented, commented out at its default."""
+    import textwrap
+
+    out = [
+        "# mlx-native-server configuration.",
+        "#",
+        "# Every key is shown at its default, commented out: uncomment a line to",
+        "# change it. Precedence: command-line flag > MLX_NATIVE_SERVER_<KEY>",
+        "# environment variable > this file > default.",
+        "# './start-server.sh --print-config' shows the effective values and where",
+        "# each came from. Regenerate this file with",
+        "# 'python -m mlx_native_server config --example > server.toml'.",
+    ]
+    for key in KEYS:
+        out.append("")
+        out += ["# " + line for line in textwrap.wrap(key.help, 74)]
+        out.append(f"# Valid: {_valid_text(key)}. Flag: {key.flag}. Env: {key.env}.")
+        default = human_size(key.default) if key.parse is parse_size else key.default
+        out.append(f"# {key.name} = {_toml_value(default)}")
+    return "\n".join(out) + "\n"

@@ -12,7 +12,12 @@ from .errors import reported
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mlx_native_server config",
                                 description="Print the effective configuration and where each value came from.")
+    p.add_argument("--example", action="store_true",
+                   help="print the documented example config file (server.toml) instead")
     config.add_flags(p)
     args = p.parse_args(argv)
+    if args.example:
+        print(config.example_file(), end="")
+        return 0
     print(config.describe(config.load({k.name: getattr(args, k.name) for k in config.KEYS})))
     return 0

@@ -21,6 +21,7 @@ from .api_errors import ApiError, context_overflow, error_body
 from .config import Settings
 from .engine import ChatRequest, ContextOverflow, Engine, EngineUnavailable
 from .generation import Generation
+from .sse import ClientGone
 
 log = logging.getLogger("mlx_native_server.http")
 
@@ -196,6 +197,9 @@ class Handler(BaseHTTPRequestHandler):
             found.handler(self, body)
         except ApiError as e:
             self._reply_error(e, flavor)
+        except ClientGone:
+            log.info("client disconnected; cancelling its generation")
+            self.close_connection = True
         except Exception as e:
             log.exception("unexpected error on %s %s", method, path)
             self._reply_error(ApiError(500, f"Internal error: {type(e).__name__}: {e}", "server_error"), flavor)

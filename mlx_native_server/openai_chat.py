@@ -191,6 +191,7 @@ def chat_completions(h: Handler, body: dict) -> None:
     try:
         (_stream if opts.stream else _complete)(h, gen, opts)
     finally:
+        gen.cancel()  # a no-op once finished; stops the engine if we bailed out
         h.app.finish(gen)
 
 

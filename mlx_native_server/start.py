@@ -28,6 +28,7 @@ def prepare(settings: config.Settings) -> None:
     if settings.model == "demo":
         from . import demo_model
         demo_model.generate(settings.paths.demo_model)
+        print(demo_model.BANNER, flush=True)
     preflight.check_security(settings)
     preflight.check_model(settings)
     preflight.check_port(settings)
