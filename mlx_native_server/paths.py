@@ -14,6 +14,7 @@ from typing import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SERVICE_LABEL = "com.local.mlx-native-server"
+SERVICE_UNIT = "mlx-native-server.service"
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class Paths:
     home: Path
     config_file: Path
     log_dir: Path
+    # The login service's files live under the user's home, not the project:
+    # $HOME (and XDG_CONFIG_HOME) move them, which keeps service tests hermetic.
+    user_home: Path = dataclasses.field(default_factory=Path.home)
+    xdg_config_home: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Paths":
@@ -28,7 +33,10 @@ class Paths:
         home = Path(environ.get("MLX_NATIVE_SERVER_HOME") or PROJECT_DIR).resolve()
         config = environ.get("MLX_NATIVE_SERVER_CONFIG")
         config_file = Path(config).resolve() if config else home / "server.toml"
-        return cls(home=home, config_file=config_file, log_dir=home / "logs")
+        xdg = environ.get("XDG_CONFIG_HOME")
+        return cls(home=home, config_file=config_file, log_dir=home / "logs",
+                   user_home=Path(environ.get("HOME") or Path.home()),
+                   xdg_config_home=Path(xdg) if xdg else None)
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A user path: absolute as given, relative to the project home."""
@@ -81,6 +89,21 @@ class Paths:
     @property
     def patches_dir(self) -> Path:
         return PROJECT_DIR / "patches"
+
+    @property
+    def plist_template(self) -> Path:
+        return PROJECT_DIR / f"{SERVICE_LABEL}.plist.template"
+
+    @property
+    def launchd_plist(self) -> Path:
+        """The launchd login service: ~/Library/LaunchAgents/<label>.plist."""
+        return self.user_home / "Library" / "LaunchAgents" / f"{SERVICE_LABEL}.plist"
+
+    @property
+    def systemd_unit(self) -> Path:
+        """The systemd user unit: ~/.config/systemd/user/mlx-native-server.service."""
+        config = self.xdg_config_home or self.user_home / ".config"
+        return config / "systemd" / "user" / SERVICE_UNIT
 
     @property
     def venv(self) -> Path:
