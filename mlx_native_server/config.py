@@ -214,6 +214,13 @@ KEYS: tuple[Key, ...] = (
     Key("watchdog_interval", _float, 5.0,
         "Seconds between checks that the generation engine is alive (0 turns "
         "the watchdog off).", check=_non_negative, check_text="0 or more seconds"),
+    Key("watchdog_stall_timeout", _float, 300.0,
+        "Seconds a request may wait on the engine with no progress at all (no "
+        "token, no prefill progress report, for any request) before the "
+        "watchdog declares the engine hung and exits so the service manager "
+        "restarts it (0 turns this check off). Prefill reports progress every "
+        "prefill_step_size tokens: keep this well above the time of one such step.",
+        check=_non_negative, check_text="0 or more seconds"),
     Key("pipeline", parse_bool, False,
         "Under mlx.launch, split the model by layers (pipeline) instead of "
         "tensor parallelism."),
