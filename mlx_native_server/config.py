@@ -379,3 +379,13 @@ def example_file() -> str:
         default = human_size(key.default) if key.parse is parse_size else key.default
         out.append(f"# {key.name} = {_toml_value(default)}")
     return "\n".join(out) + "\n"
+
+
+def markdown_table() -> str:
+    """The configuration table the README shows (kept in step by a test)."""
+    rows = ["| key | default | environment variable | flag | meaning |",
+            "| --- | --- | --- | --- | --- |"]
+    for key in KEYS:
+        default = human_size(key.default) if key.parse is parse_size else key.default
+        rows.append(f"| `{key.name}` | `{_toml_value(default)}` | `{key.env}` | `{key.flag}` | {key.help} |")
+    return "\n".join(rows)

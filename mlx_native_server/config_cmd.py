@@ -14,8 +14,13 @@ def main(argv: list[str]) -> int:
                                 description="Print the effective configuration and where each value came from.")
     p.add_argument("--example", action="store_true",
                    help="print the documented example config file (server.toml) instead")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the README's configuration table instead")
     config.add_flags(p)
     args = p.parse_args(argv)
+    if args.markdown:
+        print(config.markdown_table())
+        return 0
     if args.example:
         print(config.example_file(), end="")
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from . import config, logsetup, preflight, serve
 from .errors import reported
@@ -23,15 +24,25 @@ def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
     return p
 
 
+def _rank() -> int:
+    """This process's rank under mlx.launch (0 when not distributed)."""
+    for name in ("MLX_RANK", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def prepare(settings: config.Settings) -> None:
-    """Everything checked or made before the model loads."""
+    """Everything checked or made before the model loads. Under mlx.launch
+    only rank 0 serves HTTP, so only it checks the port."""
     if settings.model == "demo":
         from . import demo_model
         demo_model.generate(settings.paths.demo_model)
         print(demo_model.BANNER, flush=True)
     preflight.check_security(settings)
     preflight.check_model(settings)
-    preflight.check_port(settings)
+    if _rank() == 0:
+        preflight.check_port(settings)
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:

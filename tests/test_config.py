@@ -81,3 +81,8 @@ def test_describe_shows_origins_and_hides_the_key(tmp_path):
     text = config.describe(s)
     assert "sekrit" not in text and "(set)" in text
     assert "# set by --api-key" in text
+
+
+def test_readme_configuration_table_is_current():
+    text = (REPO / "README.md").read_text()
+    assert config.markdown_table() in text, "run scripts/sync-docs.sh"
