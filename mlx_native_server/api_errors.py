@@ -19,6 +19,10 @@ _ANTHROPIC_TYPES = {
     "request_too_large": "request_too_large",
     "timeout_error": "timeout_error",
 }
+# Anthropic names its error types by status; these win over the mapping above.
+_ANTHROPIC_BY_STATUS = {401: "authentication_error", 403: "permission_error",
+                        404: "not_found_error", 413: "request_too_large",
+                        429: "rate_limit_error", 529: "overloaded_error"}
 
 
 class ApiError(Exception):
@@ -43,7 +47,8 @@ def error_body(error: ApiError, flavor: str) -> dict[str, Any]:
     if flavor == "anthropic":
         return {
             "type": "error",
-            "error": {"type": _ANTHROPIC_TYPES.get(error.type, error.type), "message": error.message},
+            "error": {"type": _ANTHROPIC_BY_STATUS.get(error.status) or _ANTHROPIC_TYPES.get(error.type, error.type),
+                      "message": error.message},
         }
     return {
         "error": {
