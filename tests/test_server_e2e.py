@@ -205,3 +205,17 @@ def test_client_disconnect_stops_its_generation(server):
     start = time.monotonic()
     assert chat(server, {"messages": HELLO, "max_tokens": 2}).status_code == 200
     assert time.monotonic() - start < 30
+
+
+def test_non_streaming_client_that_leaves_stops_its_generation(server):
+    body = json.dumps({"messages": HELLO, "x_mns_script": "y " * 3000}).encode()
+    before = server.app_log().count("client disconnected")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while server.app_log().count("client disconnected") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.app_log().count("client disconnected") > before
+    assert chat(server, {"messages": HELLO, "max_tokens": 2}).status_code == 200
