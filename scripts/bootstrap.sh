@@ -81,7 +81,7 @@ mns_bootstrap() {
         mns_die "Python $MNS_MIN_PY or newer was not found; install it (macOS: 'brew install python@3.12', Debian: 'apt-get install python3 python3-venv') or set PYTHON=/path/to/python3."
 
     local spec="$MNS_REPO_DIR"
-    [[ -n "$extras" ]] && spec="$MNS_REPO_DIR[$extras]"
+    [[ -n "$extras" ]] && spec="${MNS_REPO_DIR}[$extras]"
     echo "setting up $MNS_VENV (first run or dependencies changed; this takes a few minutes)..." >&2
     if command -v uv >/dev/null 2>&1; then
         [[ -x "$MNS_VENV/bin/python" ]] || uv venv --quiet --python "$python" "$MNS_VENV" ||

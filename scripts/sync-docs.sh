@@ -4,6 +4,7 @@
 # Regenerate what the docs derive from the configuration schema: server.toml
 # and the README's configuration table. tests/test_config.py checks both.
 set -euo pipefail
+# shellcheck source=scripts/bootstrap.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 mns_bootstrap
 cd "$MNS_REPO_DIR"
