@@ -219,3 +219,14 @@ def test_non_streaming_client_that_leaves_stops_its_generation(server):
         time.sleep(0.2)
     assert server.app_log().count("client disconnected") > before
     assert chat(server, {"messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+def test_an_engine_failure_is_a_500_json_error_and_the_server_stays_healthy(server):
+    r = chat(server, {"messages": HELLO, "x_mns_script": "partial answer<<fail>>"})
+    assert r.status_code == 500
+    assert "engine failed" in r.json()["error"]["message"]
+    events = sse_events(chat(server, {"messages": HELLO, "stream": True,
+                                      "x_mns_script": "partial<<fail>>"}, stream=True))
+    assert "engine failed" in events[-1]["error"]["message"]
+    assert_healthy(server)
+    assert chat(server, {"messages": HELLO, "max_tokens": 2}).status_code == 200
