@@ -38,7 +38,7 @@ class Patch:
         """What the patch's commit says; `git format-patch` turns it back
         into a patch whose header has Base set to the tree's version."""
         return (f"{self.subject}\n\nWhy: {self.why}\nUpstream: {self.upstream}\n"
-                f"Base: mlx-lm {version}\nPatch: {self.name}\n")
+                f"Base: mlx-lm {version}\n")
 
 
 def parse_header(text: str) -> dict[str, str]:
@@ -130,7 +130,8 @@ _FILE_PATTERNS = (
     re.compile(r"^U (.+)$"),
     re.compile(r"^error: patch failed: (.+):\d+$"),
     re.compile(r"^error: (.+): (?:patch does not apply|does not exist in index|"
-               r"already exists in index|No such file or directory|already exists in working directory)$"),
+               r"already exists in index|No such file or directory|"
+               r"already exists in working directory)$"),
 )
 
 
@@ -208,24 +209,3 @@ def seed_from(repo: Path, other: Path) -> None:
     """Copy the objects of `other`'s history into `repo`, so git apply
     --3way finds the blobs the patches were made from."""
     git(repo, "fetch", "-q", "--no-tags", str(other), "HEAD", what="copying base objects")
-
-
-def patch_ids(repo: Path, revision_range: str) -> list[str]:
-    """`git patch-id` of each commit in the range, for telling whether
-    commits in the tree are already in the series."""
-    out = git(repo, "log", "-p", "--no-merges", "--format=commit %H", revision_range,
-              what="git log").stdout
-    return _patch_ids(repo, out)
-
-
-def file_patch_id(repo: Path, patch: Path) -> str:
-    ids = _patch_ids(repo, patch.read_text("utf-8", errors="replace"))
-    return ids[0] if ids else ""
-
-
-def _patch_ids(repo: Path, diff_text: str) -> list[str]:
-    import subprocess  # stdin piping; proc.run has no input, and this cannot fail usefully
-
-    p = subprocess.run(["git", "-C", str(repo), "patch-id", "--stable"], input=diff_text,
-                       capture_output=True, text=True)
-    return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
