@@ -437,9 +437,10 @@ def summary_sentence(summary: dict, turns: int) -> str:
         return cold + "; use --turns 2 or more to compare warm turns."
     later = "turn 2" if turns == 2 else f"median of turns 2-{turns}"
     share = summary["warm_cache_share"]
-    cached = "" if share is None else f"\nWarm turns take {share:.0%} of their prompt from the cache."
+    cached = "" if share is None else (
+        f"\nWarm turns read {share:.0%} of their prompt from the cache.")
     return (f"{cold}, warm {summary['warm_ttft_s']:.3f} s ({later}): "
-            f"{summary['ttft_ratio']:.1f}x faster.{cached}")
+            f"cold/warm ratio {summary['ttft_ratio']:.1f}x.{cached}")
 
 
 # ---- command line -----------------------------------------------------------

@@ -228,7 +228,7 @@ def test_short_run_against_the_live_server(live, tmp_path):
 def test_agent_scenario_reuses_the_prompt_cache_on_warm_turns(live, tmp_path):
     out = tmp_path / "agent.json"
     result = run_bench("--base-url", live.base_url, "--scenario", "agent", "--turns", "3",
-                       "--system-tokens", "500", "--max-tokens", "8", "--json", str(out))
+                       "--system-tokens", "300", "--max-tokens", "8", "--json", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     turns = report["turns"]
@@ -238,13 +238,13 @@ def test_agent_scenario_reuses_the_prompt_cache_on_warm_turns(live, tmp_path):
     assert all(t["cached_tokens"] > 0 for t in turns[1:])
     assert set(report["summary"]) == {"cold_ttft_s", "warm_ttft_s", "ttft_ratio",
                                       "warm_cache_share"}
-    assert "x faster" in result.stdout
+    assert "cold/warm ratio" in result.stdout
 
 
 def test_agent_scenario_with_side_requests_records_them(live, tmp_path):
     out = tmp_path / "side.json"
     result = run_bench("--base-url", live.base_url, "--scenario", "agent", "--turns", "3",
-                       "--system-tokens", "500", "--max-tokens", "8", "--side-requests",
+                       "--system-tokens", "300", "--max-tokens", "8", "--side-requests",
                        "--json", str(out))
     assert result.returncode == 0, result.stderr
     turns = json.loads(out.read_text())["turns"]
