@@ -133,9 +133,13 @@ def _checkout_git(spec: SourceSpec, dest: Path) -> Tree:
     git(dest, "init", "-q", "-b", "patched", what="git init")
     print(f"fetching {spec.ref} from {spec.url}...", flush=True)
     # Tags come along so the version can be told (git describe).
-    git(dest, "fetch", "--quiet", "--tags", "--filter=blob:none", spec.url, spec.ref,
-        what=f"fetching {spec.ref} from {spec.url}",
-        hint="check the URL, the ref and the network, or install a PyPI release with --version")
+    r = git(dest, "fetch", "--quiet", "--tags", "--filter=blob:none", spec.url, spec.ref,
+            check=False)
+    if not r.ok:
+        fatal = [ln for ln in r.stderr.splitlines() if ln.startswith("fatal:")]
+        reason = fatal[0][len("fatal:"):].strip() if fatal else f"exit status {r.returncode}"
+        raise UserError(f"fetching {spec.ref} from {spec.url} failed ({reason}); check the URL, "
+                        "the ref and the network, or install a PyPI release with --version.")
     git(dest, "checkout", "-q", "-B", "patched", "FETCH_HEAD", what="git checkout")
     git(dest, "tag", "-f", UPSTREAM_TAG, what="git tag")
     sha = head(dest)

@@ -162,6 +162,27 @@ def test_check_keep_leaves_the_conflict_for_resolving(venv, tmp_path):
     assert "git commit --no-edit" in result.stdout
 
 
+def test_check_against_a_git_ref(venv, tmp_path):
+    """A git source: the version comes from the tags (git describe)."""
+    import tarfile
+
+    from mlx_native_server.mlx_lm_source import fetch_sdist
+
+    with tarfile.open(fetch_sdist(PIN, sdist_cache())) as tf:
+        tf.extractall(tmp_path, filter="data")
+    src = tmp_path / f"mlx_lm-{PIN}"
+    env = {**hermetic_env(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "release"],
+                 ["tag", f"v{PIN}"], ["commit", "-q", "--allow-empty", "-m", "on main"]):
+        subprocess.run(["git", "-C", str(src), *args], env=env, check=True)
+    result = mlx_lm_cmd(venv, tmp_path / "home", "--check", "--git", str(src), "--ref", "main",
+                        "--patches", str(queue(tmp_path, *SAMPLES)))
+    out = ok(result)
+    bumped = PIN.rsplit(".", 1)[0] + "." + str(int(PIN.rsplit(".", 1)[1]) + 1)
+    assert f"against mlx-lm {bumped}.dev1+g" in out and "all 3 patch(es) apply" in out
+
+
 def test_tree_with_local_changes_is_not_replaced_without_force(venv, installed):
     home, patches, _ = installed
     edited = home / "mlx-lm-repo" / "mlx_lm" / "server.py"
