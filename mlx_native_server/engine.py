@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed mlx-lm
 
 from .config import Settings
 from .prompt_cache import make_prompt_cache_store
+from .watchdog import EngineActivity
 
 log = logging.getLogger("mlx_native_server.engine")
 
@@ -158,6 +160,18 @@ def _install_script_hook(engine: "Engine") -> None:
     upstream._make_logits_processors = make
 
 
+class _Poison:
+    """A request-queue item that breaks the generation thread (test hook):
+    upstream unpacks each item first, so unpacking this one blocks, then raises."""
+
+    def __init__(self, hang_seconds: float):
+        self.hang_seconds = hang_seconds
+
+    def __iter__(self):
+        time.sleep(self.hang_seconds)
+        raise RuntimeError("generation thread broken by a test hook")
+
+
 class _Generator(upstream.ResponseGenerator):
     """Upstream's generator, plus the context cap: a prompt that alone
     exceeds it is refused, and max_tokens is clamped to what remains."""
@@ -188,6 +202,7 @@ class Engine:
         self._generator = _Generator(self.model_provider, self.prompt_cache)
         self._generator.context_cap = settings.max_tokens
         self._lock = threading.Lock()
+        self.activity = EngineActivity()  # what the watchdog reads
 
     @staticmethod
     def _choose_kv_bits(settings: Settings) -> int | None:
@@ -247,11 +262,22 @@ class Engine:
             "chat", "", request.messages, request.tools or None, None
         )
         try:
-            return self._generator.generate(completion, args, progress_callback=progress)
+            with self.activity.waiting():
+                ctx, responses = self._generator.generate(
+                    completion, args, progress_callback=self.activity.progress(progress))
         except RuntimeError as e:
             if "generation thread died" in str(e):
                 raise EngineUnavailable("the generation thread has stopped") from e
             raise
+        return ctx, self.activity.track(responses)
+
+    def break_for_test(self, hang_seconds: float = 0.0) -> None:
+        """Test hook (MLX_NATIVE_SERVER_TEST_HOOKS=1 only): the generation
+        thread blocks for `hang_seconds` (a wedged GPU call), then dies of an
+        exception (a crash inside mlx-lm)."""
+        if not self.test_hooks:
+            raise RuntimeError("test hooks are off")
+        self._generator.requests.put(_Poison(hang_seconds))
 
     def _arguments(self, r: ChatRequest):
         s = self.settings

@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT: stop accepting, let the request in flight finish within
 shutdown_timeout, cancel what is left, exit 0. A dead generation engine
-exits non-zero, so a service manager restarts the server.
+(exit 3) or one that stops answering (exit 4, see watchdog.py) exits
+non-zero, so a service manager restarts the server.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import time
 from .config import Settings
 from .engine import Engine
 from .http_server import App, make_server
+from .logrotate import StreamLogs
+from .watchdog import EXIT_ENGINE_DIED, EXIT_ENGINE_STALLED, verdict  # noqa: F401
 
 log = logging.getLogger("mlx_native_server.serve")
 
-EXIT_ENGINE_DIED = 3
+ROTATE_EVERY = 60.0  # seconds between size checks of stdout.log and stderr.log
 
 
 def _write_pid(settings: Settings) -> None:
@@ -63,14 +66,19 @@ def _install_signals(stop: threading.Event, app: App) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _watch(app: App, stop: threading.Event) -> int:
-    """Wait for a stop signal; return non-zero if the engine dies first."""
-    interval = app.settings.watchdog_interval or 3600.0
-    while not stop.wait(min(interval, 1.0)):
-        if app.settings.watchdog_interval and not app.engine.alive:
-            log.error("the generation engine has stopped (see the error above); "
-                      "exiting so the service manager restarts the server")
-            return EXIT_ENGINE_DIED
+def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
+    """Wait for a stop signal; return non-zero if the engine dies or hangs first."""
+    s = app.settings
+    next_rotation = time.monotonic() + ROTATE_EVERY
+    while not stop.wait(min(s.watchdog_interval or 1.0, 1.0)):
+        if s.watchdog_interval:
+            found = verdict(app.engine.alive, app.engine.activity, s.watchdog_stall_timeout)
+            if found is not None:
+                log.error("watchdog: %s", found[1])
+                return found[0]
+        if time.monotonic() >= next_rotation:
+            logs.rotate()
+            next_rotation = time.monotonic() + ROTATE_EVERY
     return 0
 
 
@@ -90,6 +98,12 @@ def _drain(app: App) -> None:
 def run(settings: Settings) -> int:
     """Serve until stopped; returns the exit code."""
     test_hooks = os.environ.get("MLX_NATIVE_SERVER_TEST_HOOKS") == "1"
+    if test_hooks:
+        from . import test_hooks_api  # noqa: F401  (registers /_test/* routes)
+    p = settings.paths
+    logs = StreamLogs(p.stdout_log, p.stderr_log, settings.log_max_bytes, settings.log_backups)
+    logs.adopt()
+    logs.rotate()
     engine = Engine(settings, test_hooks=test_hooks)
     if engine.rank != 0:
         engine.join()  # other ranks compute; rank 0 alone serves HTTP
@@ -102,7 +116,7 @@ def run(settings: Settings) -> int:
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     threading.Thread(target=_announce_when_ready, args=(app, stop), daemon=True).start()
     log.info("listening on %s:%d, loading %s", settings.host, settings.port, settings.model_path)
-    code = _watch(app, stop)
+    code = _watch(app, stop, logs)
     app.draining = True
     server.shutdown()
     if code == 0:
@@ -113,4 +127,9 @@ def run(settings: Settings) -> int:
     log.info("stopped (exit %d)", code)
     logging.shutdown()
     sys.stdout.flush()
+    if code == EXIT_ENGINE_STALLED:
+        # The hung generation thread is not a daemon and would never let the
+        # interpreter finish; leave without waiting for it.
+        sys.stderr.flush()
+        os._exit(code)
     return code

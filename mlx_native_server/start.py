@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 
-from . import config, logsetup, preflight, serve
+# serve (and with it mlx) is imported only to serve: --status and --service
+# stay quick.
+from . import config, logsetup, preflight
 from .errors import reported
 
 log = logging.getLogger("mlx_native_server.start")
@@ -45,17 +47,41 @@ def prepare(settings: config.Settings) -> None:
         preflight.check_port(settings)
 
 
+def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """start-server.sh's ways to reach the login service (see SERVICE.md)."""
+    p.add_argument("--service", action="store_true",
+                   help="start the installed login service instead of serving in the "
+                        "foreground, and wait until it is ready")
+    p.add_argument("--status", action="store_true",
+                   help="say whether the server and its login service are running and "
+                        "healthy, where the logs are, then exit (3 if not healthy)")
+    p.add_argument("--json", action="store_true", help="with --status: print JSON")
+    return p
+
+
 def _settings(args: argparse.Namespace) -> config.Settings:
     return config.load({k.name: getattr(args, k.name) for k in config.KEYS})
 
 
 @reported
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = _add_service_flags(parser()).parse_args(argv)
     settings = _settings(args)
     if args.print_config:
         print(config.describe(settings))
         return 0
+    from . import service, status
+    if args.status:
+        return status.report(settings, as_json=args.json)
+    if args.service:
+        return service.start_service(settings)
+    running = service.running_service(settings)
+    if running is not None:
+        st, svc = running
+        print(f"mlx-native-server is already running as the login service {st.name} "
+              f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh.")
+        return 0
+    from . import serve
     logsetup.setup(settings)
     prepare(settings)
     return serve.run(settings)
@@ -66,6 +92,7 @@ def main_serve(argv: list[str]) -> int:
     """The service's entry: like start, logging to app.log only."""
     args = parser("mlx_native_server serve").parse_args(argv)
     settings = _settings(args)
+    from . import serve
     logsetup.setup(settings, terminal=False)
     prepare(settings)
     return serve.run(settings)

@@ -66,6 +66,13 @@ def _is_zombie(pid: int) -> bool:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     settings = config.load({"port": args.port, "stop_timeout": args.stop_timeout})
+    # With the login service installed, stop it through its manager, so that
+    # it stays stopped instead of being restarted.
+    from . import service
+    outcome = service.stop_service(settings)
+    if outcome is not None:
+        print(outcome)
+        return 0
     pid = find_server(settings)
     if pid is None:
         print(f"mlx-native-server is not running on port {settings.port}.")
