@@ -161,12 +161,23 @@ KEYS: tuple[Key, ...] = (
     Key("quantized_kv_start", _int, 5000,
         "Tokens kept in full precision before the KV cache is quantized.",
         check=_non_negative, check_text="0 or more"),
-    Key("prompt_cache_size", _int, 1,
-        "Number of conversations whose KV cache is kept in memory.",
+    Key("prompt_cache_size", _int, 8,
+        "Most prompt KV states kept in memory (agent sessions, their shared "
+        "prefix, side requests), within prompt_cache_bytes; 0 keeps none. "
+        "CACHE.md explains the policy.",
         check=_non_negative, check_text="0 or more"),
     Key("prompt_cache_bytes", parse_size, parse_size("16GiB"),
-        "Memory budget of the prompt cache (e.g. 8GB, 512MiB).",
+        "Memory budget of the prompt cache (e.g. 8GB, 512MiB); 0 means no byte limit.",
         check=_non_negative, check_text="0 or more bytes"),
+    Key("prompt_cache_disk", parse_bool, True,
+        "Write prompt KV states evicted from memory, and the live ones at a clean "
+        "stop, to prompt_cache_dir, and reuse them, also after a restart."),
+    Key("prompt_cache_dir", _str, "",
+        "Directory of the on-disk prompt cache (relative paths are from the "
+        "project directory); empty means local-models/.prompt-cache."),
+    Key("prompt_cache_disk_bytes", parse_size, parse_size("32GiB"),
+        "Size cap of the on-disk prompt cache; the least useful entries go first.",
+        check=_positive, check_text="more than 0 bytes"),
     Key("temperature", _float, 1.0,
         "Default sampling temperature (MiniMax recommends 1.0).",
         check=_non_negative, check_text="0 or more"),

@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - depends on the installed mlx-lm
     ) from e
 
 from .config import Settings
-from .prompt_cache import make_prompt_cache_store
+from .prompt_cache import Ticket, make_prompt_cache_store
 from .watchdog import EngineActivity
 
 log = logging.getLogger("mlx_native_server.engine")
@@ -179,12 +179,22 @@ class _Generator(upstream.ResponseGenerator):
     context_cap: int = 1 << 62  # set by Engine right after construction
 
     def _tokenize(self, tokenizer, request, args):
+        # Upstream looks the prompt up (and later inserts it) right after
+        # tokenizing, on this thread: tell the cache which request it is.
+        begin = getattr(self.prompt_cache, "begin", None)
+        if begin is not None:
+            begin(getattr(request, "cache_ticket", None))
         result = super()._tokenize(tokenizer, request, args)
         n_prompt = len(result[0])
         if n_prompt >= self.context_cap:
             raise ContextOverflow(n_prompt, self.context_cap)
         args.max_tokens = min(args.max_tokens, self.context_cap - n_prompt)
         return result
+
+    def generate(self, request, generation_args, progress_callback=None):
+        ctx, responses = super().generate(request, generation_args, progress_callback)
+        ctx.cache_ticket = getattr(request, "cache_ticket", None)  # see Engine.cache_lookup
+        return ctx, responses
 
 
 class Engine:
@@ -196,7 +206,9 @@ class Engine:
         self.test_hooks = test_hooks
         self.kv_bits = self._choose_kv_bits(settings)
         self.model_provider = upstream.ModelProvider(_cli_args(settings, self.kv_bits))
-        self.prompt_cache = make_prompt_cache_store(settings)
+        self.prompt_cache = make_prompt_cache_store(
+            settings, kv_bits=self.kv_bits, mlx_lm_version=MLX_LM_VERSION,
+            distributed=mx.distributed.init().size() > 1)
         if test_hooks:
             _install_script_hook(self)
         self._generator = _Generator(self.model_provider, self.prompt_cache)
@@ -261,6 +273,7 @@ class Engine:
         completion = upstream.CompletionRequest(
             "chat", "", request.messages, request.tools or None, None
         )
+        completion.cache_ticket = Ticket(session=request.session_id)
         try:
             with self.activity.waiting():
                 ctx, responses = self._generator.generate(
@@ -315,7 +328,21 @@ class Engine:
     discard = staticmethod(TextStateMachine.discard)
 
     def stop(self) -> None:
+        """Stop the generation thread, then write the live prompt cache to disk."""
         self._generator.stop_and_join()
+        persist = getattr(self.prompt_cache, "persist", None)
+        if persist is not None:
+            try:
+                persist()
+            except Exception:  # a failed write must not turn a clean stop into a crash
+                log.exception("prompt cache: writing the live entries failed")
+
+    @staticmethod
+    def cache_lookup(ctx):
+        """What the prompt cache found for a request (a prompt_cache.Lookup), once
+        the engine has looked its prompt up; None before."""
+        ticket = getattr(ctx, "cache_ticket", None)
+        return ticket.lookup if ticket is not None else None
 
     def join(self) -> None:
         self._generator.join()

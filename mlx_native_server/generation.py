@@ -85,6 +85,7 @@ class Generation:
         self.finish_reason: str | None = None
         self.stop_sequence: str | None = None
         self._raw = ""
+        self.cache_lookup = None  # a prompt_cache.Lookup once the prompt is looked up
 
     def cancel(self) -> None:
         self.ctx.stop()
@@ -109,6 +110,7 @@ class Generation:
                 self.timing.first_token = time.monotonic()
                 # upstream sets the cache count once it has looked the prompt up
                 self.usage.cached_tokens = max(ctx.prompt_cache_count, 0)
+                self.cache_lookup = engine.cache_lookup(ctx)
             self.usage.completion_tokens += 1
             if current == "reasoning":
                 self.usage.reasoning_tokens += 1

@@ -111,10 +111,12 @@ class App:
             self.active.discard(gen)
         t, u = gen.timing, gen.usage
         rate = u.completion_tokens / t.decode_seconds if t.decode_seconds > 0 else 0.0
+        lookup = getattr(gen, "cache_lookup", None)
         log.info(
-            "done: prompt=%d cached=%d completion=%d (reasoning %d) ttft=%.2fs "
+            "done: prompt=%d cached=%d cache=%s completion=%d (reasoning %d) ttft=%.2fs "
             "decode=%.1f tok/s finish=%s", u.prompt_tokens, u.cached_tokens,
-            u.completion_tokens, u.reasoning_tokens, t.ttft, rate, gen.finish_reason,
+            lookup.describe() if lookup else "none", u.completion_tokens,
+            u.reasoning_tokens, t.ttft, rate, gen.finish_reason,
         )
 
     def cancel_all(self) -> None:
