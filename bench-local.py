@@ -208,9 +208,10 @@ def measure(events: Iterable[dict], start: float) -> Sample:
     """Time a chat-completion event stream that began at perf_counter() `start`.
 
     The first token is the first delta carrying content, reasoning or a tool call;
-    decode speed counts the tokens after it (usage's completion_tokens if given).
+    decode speed counts the tokens after it (usage's completion_tokens if given)
+    over the time from it to the end of the stream.
     """
-    first = last = None
+    first = None
     deltas, usage, content, calls = 0, {}, [], []
     for event in events:
         if "error" in event:
@@ -219,8 +220,7 @@ def measure(events: Iterable[dict], start: float) -> Sample:
         for choice in event.get("choices") or []:
             delta = choice.get("delta") or {}
             if any(delta.get(key) for key in TOKEN_KEYS):
-                last = time.perf_counter()
-                first, deltas = first or last, deltas + 1
+                first, deltas = first or time.perf_counter(), deltas + 1
             content.append(delta.get("content") or "")
             merge_tool_calls(calls, delta.get("tool_calls") or [])
     end = time.perf_counter()
@@ -232,8 +232,10 @@ def measure(events: Iterable[dict], start: float) -> Sample:
     sample = Sample(first - start, end - start, prompt, completion, cached, reasoning,
                     content="".join(content), tool_calls=calls)
     sample.prefill_tps = prompt / sample.ttft_s if prompt else None
-    if completion > 1 and last > first:
-        sample.decode_tps = (completion - 1) / (last - first)
+    # Decode runs to the stream's end, not the last delta: tokens whose text a
+    # server holds back (stop strings, tool-call parsing) take decode time too.
+    if completion > 1 and end > first:
+        sample.decode_tps = (completion - 1) / (end - first)
     sample.cache_share = cached / prompt if prompt and cached is not None else None
     return sample
 
