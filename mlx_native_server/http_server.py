@@ -275,6 +275,16 @@ class Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        """A client that resets an idle keep-alive connection is routine; log
+        anything else with its traceback (to the log, not bare stderr)."""
+        import sys
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("connection from %s ended: %s", client_address[0], exc)
+        else:
+            log.exception("error on a connection from %s", client_address[0])
+
 
 class Server6(Server):
     address_family = socket.AF_INET6
