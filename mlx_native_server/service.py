@@ -135,12 +135,13 @@ def main_uninstall_service(argv: list[str]) -> int:
 # --- for start, stop and status ---------------------------------------------
 
 def service_settings(mgr: Manager, base: config.Settings) -> config.Settings:
-    """The settings the installed service runs with: its recorded flags over server.toml."""
+    """The settings the installed service runs with: its recorded flags over
+    server.toml (not this shell's MLX_NATIVE_SERVER_* variables: it never sees them)."""
     p = argparse.ArgumentParser(add_help=False)
     config.add_flags(p)
     recorded, _ = p.parse_known_args(mgr.recorded_args())
     return config.load({k.name: getattr(recorded, k.name) for k in config.KEYS},
-                       paths=base.paths)
+                       environ={}, paths=base.paths)
 
 
 def installed(settings: config.Settings) -> tuple[Manager, config.Settings] | None:

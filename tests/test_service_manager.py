@@ -50,7 +50,7 @@ def uninstall_calls(fake: FakeServices) -> list[list[str]]:
 
 
 def test_install_uninstall_reinstall(fake, demo_model):
-    r = fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port))
+    r = fake.install(demo_model)
     assert r.returncode == 0, r.stderr
     assert f"wrote {fake.file}" in r.stdout and "./start-server.sh --status" in r.stdout
     assert fake.changes() == install_calls(fake)
@@ -58,8 +58,7 @@ def test_install_uninstall_reinstall(fake, demo_model):
     assert first["service"]["running"] and first["service"]["pid"]
 
     fake.forget_calls()
-    r = fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port),
-                 "--served-model-id", "renamed")
+    r = fake.install(demo_model, "--served-model-id", "renamed")
     assert r.returncode == 0, r.stderr
     assert fake.changes() == install_calls(fake, reinstall=True)
     assert "renamed" in fake.file.read_text()
@@ -81,13 +80,13 @@ def test_install_uninstall_reinstall(fake, demo_model):
     assert r.returncode == 0 and "nothing to do" in r.stdout
     assert fake.changes() == []
 
-    r = fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port))
+    r = fake.install(demo_model)
     assert r.returncode == 0, r.stderr
     fake.wait_for(lambda s: s["server"]["healthy"])
 
 
 def test_stop_server_stops_the_service_for_good_and_start_service_brings_it_back(fake, demo_model):
-    assert fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port)).returncode == 0
+    assert fake.install(demo_model).returncode == 0
     pid = fake.wait_for(lambda s: s["server"]["healthy"])["service"]["pid"]
 
     r = fake.run("start-server.sh", "--port", str(fake.port))
@@ -126,7 +125,7 @@ def test_status_text_and_json(fake, demo_model):
     assert r.returncode == 3
     assert "installed: no" in r.stdout and "./install-service.sh" in r.stdout
 
-    assert fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port)).returncode == 0
+    assert fake.install(demo_model).returncode == 0
     s = fake.wait_for(lambda s: s["server"]["healthy"])
     svc, logs = s["service"], s["logs"]
     assert (svc["manager"], svc["name"], svc["file"]) == (fake.manager, fake.name, str(fake.file))
@@ -176,7 +175,7 @@ def test_start_service_without_the_service_says_how_to_install(fake):
 
 def test_no_systemd_user_session_says_how_to_enable_lingering(tmp_path, demo_model):
     fake = FakeServices(tmp_path, "systemd", FAKE_SYSTEMD_NO_BUS="1")
-    r = fake.run("install-service.sh", "--model", str(demo_model), "--port", str(fake.port))
+    r = fake.install(demo_model)
     assert r.returncode == 1
     assert "no user session" in r.stderr and "sudo loginctl enable-linger" in r.stderr
     assert f"wrote {fake.file}" in r.stderr and "Traceback" not in r.stderr

@@ -84,7 +84,8 @@ def test_unit_restarts_on_failure_only_and_logs_to_the_same_files():
     lines = render_unit(LINUX).decode().splitlines()
     assert "Restart=on-failure" in lines
     assert "RestartSec=10" in lines
-    assert "ExecStart=/home/me/mlx-native-server/.venv/bin/python -m mlx_native_server serve --port 8001" in lines
+    python = "/home/me/mlx-native-server/.venv/bin/python"
+    assert f"ExecStart={python} -m mlx_native_server serve --port 8001" in lines
     assert "StandardOutput=append:/home/me/mlx-native-server/logs/stdout.log" in lines
     assert "StandardError=append:/home/me/mlx-native-server/logs/stderr.log" in lines
     assert "WantedBy=default.target" in lines

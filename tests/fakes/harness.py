@@ -49,6 +49,9 @@ class FakeServices:
         return subprocess.run(argv, env={**self.env, **env}, cwd=self.home,
                               capture_output=True, text=True, timeout=timeout)
 
+    def install(self, model, *flags: str) -> subprocess.CompletedProcess:
+        return self.run("install-service.sh", "--model", str(model), "--port", str(self.port), *flags)
+
     def status(self) -> dict:
         r = self.run("start-server.sh", "--status", "--json")
         assert r.returncode in (0, 3), r.stderr
@@ -82,9 +85,10 @@ class FakeServices:
         if not path.exists():
             return
         for j in json.loads(path.read_text())["jobs"].values():
-            for pid in (j.get("supervisor"), j.get("pid")):
+            kills = [(os.killpg, j.get("supervisor")), (os.kill, j.get("pid"))]
+            for kill, pid in kills:
                 if pid:
                     try:
-                        os.killpg(pid, signal.SIGKILL) if pid == j.get("supervisor") else os.kill(pid, signal.SIGKILL)
+                        kill(pid, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         pass
