@@ -13,7 +13,9 @@ those for every `prefill_step_size` prompt tokens, so a long prefill keeps
 the engine visibly alive, and a request queued behind a long generation is
 not stalled either, because the one in front keeps producing tokens. Time a
 handler spends writing to a slow client does not count: it is not waiting
-on the engine then (and writes time out after `request_timeout`).
+on the engine then (and writes time out after `request_timeout`); nor does
+a request that was cancelled (its client left): mlx-lm's batch path drops
+it without a last word, so its handler may wait on it forever.
 """
 
 from __future__ import annotations
@@ -34,17 +36,18 @@ class EngineActivity:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._waiting: dict[int, float] = {}
+        self._waiting: dict[int, tuple[float, Callable[[], bool] | None]] = {}
         self._ids = itertools.count()
         self.last_event = clock()
 
     @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
+    def waiting(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
         """Around a blocking call into the engine; its return (or its error,
-        which the engine also sent) counts as an answer."""
+        which the engine also sent) counts as an answer. Once `cancelled()`
+        is true the wait no longer counts."""
         key = next(self._ids)
         with self._lock:
-            self._waiting[key] = self._clock()
+            self._waiting[key] = (self._clock(), cancelled)
         try:
             yield
         finally:
@@ -64,29 +67,32 @@ class EngineActivity:
                 callback(processed, total)
         return report
 
-    def track(self, responses: Iterable) -> Iterator:
+    def track(self, responses: Iterable, cancelled: Callable[[], bool] | None = None) -> Iterator:
         """Iterate `responses`, counting the time blocked in next() as waiting."""
         it = iter(responses)
         while True:
-            with self.waiting():
+            with self.waiting(cancelled):
                 try:
                     item = next(it)
                 except StopIteration:
                     return
             yield item
 
+    def _live_waits(self) -> list[float]:
+        with self._lock:
+            waits = list(self._waiting.values())
+        return [start for start, cancelled in waits if cancelled is None or not cancelled()]
+
     @property
     def waiters(self) -> int:
-        with self._lock:
-            return len(self._waiting)
+        return len(self._live_waits())
 
     def stalled_for(self) -> float:
         """Seconds someone has waited with no answer to anyone; 0 when nobody waits."""
-        with self._lock:
-            if not self._waiting:
-                return 0.0
-            since = max(min(self._waiting.values()), self.last_event)
-        return max(0.0, self._clock() - since)
+        waits = self._live_waits()
+        if not waits:
+            return 0.0
+        return max(0.0, self._clock() - max(min(waits), self.last_event))
 
 
 def verdict(alive: bool, activity: EngineActivity, stall_timeout: float) -> tuple[int, str] | None:

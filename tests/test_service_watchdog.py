@@ -78,6 +78,19 @@ def test_time_spent_writing_to_a_slow_client_does_not_count():
         assert activity.stalled_for() == 0.0
 
 
+def test_a_cancelled_request_left_waiting_is_not_a_stall():
+    # mlx-lm's batch path drops a cancelled request without a last word, so
+    # its handler can stay blocked: that must not restart a healthy server.
+    clock = Clock()
+    activity = EngineActivity(clock)
+    cancelled = False
+    with activity.waiting(lambda: cancelled):
+        clock.now += 10
+        cancelled = True
+        clock.now += 3600
+        assert verdict(True, activity, 300) is None and activity.waiters == 0
+
+
 def test_a_dead_generation_thread_is_exit_3():
     code, why = verdict(False, EngineActivity(Clock()), 300)
     assert code == EXIT_ENGINE_DIED and "generation engine has stopped" in why
