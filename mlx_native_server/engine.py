@@ -282,7 +282,8 @@ class Engine:
             if "generation thread died" in str(e):
                 raise EngineUnavailable("the generation thread has stopped") from e
             raise
-        return ctx, self.activity.track(responses)
+        # A cancelled request may never hear from the engine again: not a stall.
+        return ctx, self.activity.track(responses, cancelled=lambda: ctx._should_stop)
 
     def break_for_test(self, hang_seconds: float = 0.0) -> None:
         """Test hook (MLX_NATIVE_SERVER_TEST_HOOKS=1 only): the generation
