@@ -130,18 +130,25 @@ def _head_dim(model_dir) -> int:
 
 
 class _ScriptProcessor:
-    """Logits processor that forces the next tokens to spell a script, then EOS."""
+    """Logits processor that forces the next tokens to spell a script, then
+    EOS; with `fail`, it raises once the script is spelt (an engine failure)."""
 
-    def __init__(self, token_ids: list[int], eos_id: int):
+    def __init__(self, token_ids: list[int], eos_id: int, fail: bool = False):
         self._ids = token_ids + [eos_id]
+        self._fail = fail
         self._i = 0
 
     def __call__(self, tokens, logits):
+        if self._fail and self._i >= len(self._ids) - 1:
+            raise RuntimeError("the engine failed (test hook)")
         token = self._ids[min(self._i, len(self._ids) - 1)]
         self._i += 1
         vocab = mx.arange(logits.shape[-1])
         forced = mx.where(vocab == token, 0.0, -float("inf")).astype(logits.dtype)
         return mx.broadcast_to(forced, logits.shape)
+
+
+FAIL_MARKER = "<<fail>>"  # a script ending with this makes the engine raise
 
 
 def _install_script_hook(engine: "Engine") -> None:
@@ -154,8 +161,10 @@ def _install_script_hook(engine: "Engine") -> None:
         if script is None:
             return processors
         tokenizer = engine.tokenizer
-        ids = tokenizer.encode(script, add_special_tokens=False)
-        return processors + [_ScriptProcessor(ids, tokenizer.eos_token_id)]
+        fail = script.endswith(FAIL_MARKER)
+        text = script[: -len(FAIL_MARKER)] if fail else script
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        return processors + [_ScriptProcessor(ids, tokenizer.eos_token_id, fail)]
 
     upstream._make_logits_processors = make
 

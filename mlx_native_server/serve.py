@@ -95,6 +95,17 @@ def _drain(app: App) -> None:
             time.sleep(0.05)
 
 
+def exit_now(code: int) -> None:
+    """Exit without running interpreter teardown: logs are flushed and the
+    engine joined by now, and mlx's static destructors can abort ("terminate
+    called without an active exception") while daemon threads linger, which
+    would turn a clean stop into a crash that a service manager restarts."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run(settings: Settings) -> int:
     """Serve until stopped; returns the exit code."""
     test_hooks = os.environ.get("MLX_NATIVE_SERVER_TEST_HOOKS") == "1"

@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     from . import serve
     logsetup.setup(settings)
     prepare(settings)
-    return serve.run(settings)
+    serve.exit_now(serve.run(settings))
 
 
 @reported
@@ -95,4 +95,4 @@ def main_serve(argv: list[str]) -> int:
     from . import serve
     logsetup.setup(settings, terminal=False)
     prepare(settings)
-    return serve.run(settings)
+    serve.exit_now(serve.run(settings))
