@@ -159,7 +159,7 @@ def test_disconnect_stops_the_generation(server):
     while requests.get(server.root_url + "/status").json()["requests_in_flight"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert requests.get(server.root_url + "/status").json()["requests_in_flight"] == 0
-    done = re.findall(r"done: prompt=\d+ cached=\d+ completion=(\d+)", server.app_log())
+    done = re.findall(r"done: .*completion=(\d+)", server.app_log())
     assert int(done[-1]) < 2000  # stopped early, not after the whole script
 
 
