@@ -143,6 +143,8 @@ class Generation:
                 prev = current
             if gen.finish_reason is not None:
                 finish = gen.finish_reason
+            elif self._stop_in_tail(len(gen.text)):
+                break  # finish stays "stop"; __iter__ stops the engine
         if prev == "tool" and tool_text:
             for call in self._parse_tool(tool_text):
                 made_call = True
@@ -170,6 +172,15 @@ class Generation:
             calls.append(ToolCall(id=item.get("id") or new_call_id(),
                                   name=item["name"], arguments=args))
         return calls
+
+    def _stop_in_tail(self, n_new: int) -> bool:
+        """A stop word ends in the last `n_new` characters. Upstream matches stop
+        words on token ids, which misses one tokenised differently in context
+        (' STOP' is not 'STOP'); the text state machine strips it either way."""
+        if not n_new or not self.request.stop:
+            return False
+        tail = self._raw[-(n_new + max(len(w) for w in self.request.stop) - 1):]
+        return any(w in tail for w in self.request.stop)
 
     def _matched_stop(self) -> str | None:
         best, best_pos = None, -1

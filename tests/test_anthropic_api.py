@@ -83,8 +83,12 @@ def test_stream_with_tools_and_event_order(client, server):
     assert names[-2:] == ["message_delta", "message_stop"]
     deltas = [d["delta"]["type"] for e, d in events if e == "content_block_delta"]
     assert deltas.index("signature_delta") < deltas.index("text_delta") < deltas.index("input_json_delta")
-    start = events[[e for e, _ in events].index("message_start")][1]["message"]
-    assert start["usage"]["input_tokens"] + start["usage"]["cache_read_input_tokens"] > 10
+    start = events[[e for e, _ in events].index("message_start")][1]["message"]["usage"]
+    end = events[[e for e, _ in events].index("message_delta")][1]["usage"]
+    assert start["input_tokens"] + start["cache_read_input_tokens"] > 10
+    # message_start waited for the cache lookup: its numbers are the final ones
+    assert (start["input_tokens"], start["cache_read_input_tokens"]) == (end["input_tokens"],
+                                                                        end["cache_read_input_tokens"])
 
 
 def test_count_tokens_matches_the_prompt(client):
@@ -191,3 +195,12 @@ def test_key_pings_and_overload(start_server):
         assert [k for k, _ in kinds[last_text:tool_start]].count("ping") >= 2, kinds
         assert overloaded[0].status_code == 529
         assert overloaded[0].json()["error"]["type"] == "overloaded_error"
+
+
+def test_stop_sequence_and_max_tokens(client):
+    msg = client.messages.create(model=MODEL, max_tokens=100, messages=HI, stop_sequences=["STOP"],
+                                 extra_body={"x_mns_script": "Hm.</think>\n\nOne two STOP three four"})
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "STOP"
+    assert "three" not in msg.content[-1].text
+    msg = client.messages.create(model=MODEL, max_tokens=3, messages=HI)
+    assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens == 3
