@@ -23,7 +23,7 @@ from .engine import ChatRequest, EngineUnavailable
 from .generation import Generation
 from .http_server import App, Handler, route
 from .openai_chat import session_id
-from .sse import ClientGone, ConnectionGuard, EventStream
+from .sse import ClientGone, ConnectionGuard, EventStream, open_stream, while_queued
 
 
 def _parse(h: Handler, body: dict, count_only: bool = False) -> tuple[ChatRequest, MessagesOptions]:
@@ -76,7 +76,7 @@ class _Stream:
 
     def run(self, gen: Generation) -> None:
         self.gen = gen
-        self.stream = stream = EventStream(self.h, heartbeat=self.heartbeat)
+        self.stream = stream = open_stream(self.h, self.heartbeat)
         blocks = Blocks(self.opts.show_thinking)
         with ConnectionGuard(self.h.connection, gen.cancel, stream, self.h.app.settings.keepalive_interval):
             for d in gen:
@@ -111,7 +111,8 @@ def _complete(h: Handler, gen: Generation, opts: MessagesOptions) -> None:
 def messages(h: Handler, body: dict) -> None:
     request, opts = _parse(h, body)
     streamer = _Stream(h, opts) if opts.stream else None
-    gen = h.app.start(request, "anthropic", progress=streamer.on_progress if streamer else None)
+    gen = h.app.start(request, "anthropic", progress=streamer.on_progress if streamer else None,
+                      waiting=while_queued(h, opts.stream, streamer.heartbeat if streamer else None))
     try:
         if streamer:
             streamer.run(gen)

@@ -14,6 +14,8 @@ import json
 import logging
 import threading
 import time
+from queue import Empty as QueueEmpty
+from queue import Queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +208,28 @@ class _Generator(upstream.ResponseGenerator):
         return ctx, responses
 
 
+def _stop_when_reached(rqueue: Queue) -> None:
+    """An abandoned request: stop it as soon as the engine starts it."""
+    ctx = rqueue.get()
+    if not isinstance(ctx, Exception):
+        ctx.stop()
+
+
+def _responses(gen, rqueue: Queue, progress):
+    """The rest of a request's queue, as upstream's generate yields it."""
+    while True:
+        response = gen._await_response(rqueue)
+        if response is None:
+            return
+        if isinstance(response, Exception):
+            raise response
+        if isinstance(response, tuple):
+            if progress is not None:
+                progress(*response)
+            continue
+        yield response
+
+
 class Engine:
     """mlx-lm's engine, loaded once: generation thread, batching, prompt cache,
     distributed ranks (under mlx.launch every rank builds one)."""
@@ -271,9 +295,12 @@ class Engine:
             )
         return len(prompt)
 
-    def generate(self, request: ChatRequest, progress=None):
+    def generate(self, request: ChatRequest, progress=None, waiting=None):
         """Queue a request; returns (context, iterator of upstream Responses).
 
+        While it waits for the engine (another request is being served),
+        `waiting()` is called every keepalive_interval seconds; if it raises,
+        the request is abandoned (and stopped once the engine reaches it).
         Raises ContextOverflow, EngineUnavailable, or the engine's own error.
         """
         if not self.alive:
@@ -285,14 +312,37 @@ class Engine:
         completion.cache_ticket = Ticket(session=request.session_id)
         try:
             with self.activity.waiting():
-                ctx, responses = self._generator.generate(
-                    completion, args, progress_callback=self.activity.progress(progress))
+                ctx, responses = self._submit(
+                    completion, args, self.activity.progress(progress), waiting)
         except RuntimeError as e:
             if "generation thread died" in str(e):
                 raise EngineUnavailable("the generation thread has stopped") from e
             raise
         # A cancelled request may never hear from the engine again: not a stall.
         return ctx, self.activity.track(responses, cancelled=lambda: ctx._should_stop)
+
+    def _submit(self, completion, args, progress, waiting):
+        """Upstream's ResponseGenerator.generate, calling `waiting` while queued."""
+        gen = self._generator
+        if waiting is None:
+            return gen.generate(completion, args, progress_callback=progress)
+        rqueue = Queue()
+        gen.requests.put((rqueue, completion, args))
+        while True:
+            try:
+                ctx = rqueue.get(timeout=self.settings.keepalive_interval)
+                break
+            except QueueEmpty:
+                if not gen.generation_available():
+                    raise RuntimeError("generation thread died") from None
+                try:
+                    waiting()
+                except BaseException:
+                    threading.Thread(target=_stop_when_reached, args=(rqueue,), daemon=True).start()
+                    raise
+        if isinstance(ctx, Exception):
+            raise ctx
+        return ctx, _responses(gen, rqueue, progress)
 
     def break_for_test(self, hang_seconds: float = 0.0) -> None:
         """Test hook (MLX_NATIVE_SERVER_TEST_HOOKS=1 only): the generation

@@ -76,11 +76,11 @@ class Generation:
     and `timing` are filled in. `cancel()` stops the engine at the next token.
     """
 
-    def __init__(self, engine: Engine, request: ChatRequest, progress=None):
+    def __init__(self, engine: Engine, request: ChatRequest, progress=None, waiting=None):
         self.engine = engine
         self.request = request
         self.timing = Timing()
-        self.ctx, self._responses = engine.generate(request, progress=progress)
+        self.ctx, self._responses = engine.generate(request, progress=progress, waiting=waiting)
         self.usage = Usage(prompt_tokens=len(self.ctx.prompt))
         self.finish_reason: str | None = None
         self.stop_sequence: str | None = None

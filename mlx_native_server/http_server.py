@@ -79,8 +79,9 @@ class App:
             code="model_not_found", param="model",
         )
 
-    def start(self, request: ChatRequest, flavor: str, progress=None) -> Generation:
-        """Queue a generation; engine problems become the right ApiError."""
+    def start(self, request: ChatRequest, flavor: str, progress=None, waiting=None) -> Generation:
+        """Queue a generation; engine problems become the right ApiError.
+        `waiting` is called while the request queues (see Engine.generate)."""
         if self.draining:
             raise ApiError(503, "The server is shutting down.", "service_unavailable")
         if not self.engine.loaded:
@@ -91,12 +92,12 @@ class App:
             raise ApiError(429, "Too many requests are waiting; try again shortly.",
                            "rate_limit_error", code="server_busy")
         try:
-            gen = Generation(self.engine, request, progress=progress)
+            gen = Generation(self.engine, request, progress=progress, waiting=waiting)
         except ContextOverflow as e:
             raise context_overflow(e.limit, e.prompt_tokens, flavor) from None
         except EngineUnavailable as e:
             raise ApiError(503, f"The generation engine is unavailable: {e}.", "service_unavailable") from None
-        except ApiError:
+        except (ApiError, ClientGone):
             raise
         except Exception as e:
             log.exception("generation failed to start")

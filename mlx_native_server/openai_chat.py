@@ -13,12 +13,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .api_errors import ApiError, bad_request, expect, expect_number
+from .api_errors import bad_request, expect, expect_number
 from .engine import ChatRequest
 from .generation import Generation
 from .http_server import App, Handler, route
 from .reasoning import normalize_messages
-from .sse import ConnectionGuard, EventStream
+from .sse import ConnectionGuard, open_stream, while_queued
 
 SESSION_HEADERS = ("x-session-affinity", "x-session-id", "x-claude-code-session-id")
 
@@ -136,7 +136,7 @@ class _Chunks:
 
 def _stream(h: Handler, gen: Generation, opts: ChatOptions) -> None:
     chunks = _Chunks(opts.model)
-    stream = EventStream(h)
+    stream = open_stream(h)
     with ConnectionGuard(h.connection, gen.cancel, stream, h.app.settings.keepalive_interval):
         stream.send(chunks.chunk({"role": "assistant", "content": ""}))
         n_calls = 0
@@ -187,7 +187,7 @@ def _complete(h: Handler, gen: Generation, opts: ChatOptions) -> None:
 @route("POST", "/v1/chat/completions", "/chat/completions")
 def chat_completions(h: Handler, body: dict) -> None:
     request, opts = parse_chat(body, h.app, h.headers)
-    gen = h.app.start(request, "openai")
+    gen = h.app.start(request, "openai", waiting=while_queued(h, opts.stream))
     try:
         (_stream if opts.stream else _complete)(h, gen, opts)
     finally:

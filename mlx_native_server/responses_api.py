@@ -15,7 +15,7 @@ from .http_server import Handler, route
 from .openai_chat import session_id
 from .responses_events import Output
 from .responses_translate import ResponsesOptions, parse_responses
-from .sse import ClientGone, ConnectionGuard, EventStream
+from .sse import ClientGone, ConnectionGuard, EventStream, open_stream, while_queued
 
 
 def _send(stream: EventStream, events: list[dict], counter: list[int]) -> None:
@@ -26,7 +26,7 @@ def _send(stream: EventStream, events: list[dict], counter: list[int]) -> None:
 
 
 def _stream(h: Handler, gen: Generation, out: Output) -> None:
-    stream = EventStream(h)
+    stream = open_stream(h)
     seq = [0]
     with ConnectionGuard(h.connection, gen.cancel, stream, h.app.settings.keepalive_interval):
         _send(stream, out.start(), seq)
@@ -60,7 +60,7 @@ def _parse(h: Handler, body: dict) -> tuple[ChatRequest, ResponsesOptions]:
 @route("POST", "/v1/responses", "/responses")
 def responses(h: Handler, body: dict) -> None:
     request, opts = _parse(h, body)
-    gen = h.app.start(request, "openai")
+    gen = h.app.start(request, "openai", waiting=while_queued(h, opts.stream))
     out = Output(opts.model, opts.echo)
     try:
         (_stream if opts.stream else _complete)(h, gen, out)

@@ -138,3 +138,22 @@ class ConnectionGuard:
         self.gone = True
         log.info("client disconnected; cancelling its generation")
         self._on_gone()
+
+
+def open_stream(handler, heartbeat=None) -> EventStream:
+    """The request's event stream: the one opened while it queued, or a new one."""
+    return handler.stream if handler.stream is not None else EventStream(handler, heartbeat)
+
+
+def while_queued(handler, stream: bool, heartbeat=None) -> Callable[[], None]:
+    """The `waiting` callback of a request queued behind another: a streamed
+    one opens its stream early and keeps it alive; either kind gives up
+    (ClientGone) once its client has left."""
+
+    def waiting() -> None:
+        if peer_closed(handler.connection):
+            raise ClientGone()
+        if stream:
+            open_stream(handler, heartbeat).heartbeat()
+
+    return waiting

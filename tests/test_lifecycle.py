@@ -149,3 +149,27 @@ def test_help_works_before_and_after_the_venv(script, tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("Usage: ./stop-server.sh")
     assert not (tmp_path / "no-venv").exists()
+
+
+def test_a_stream_queued_behind_another_request_is_kept_alive(start_server):
+    """With a quantized KV cache the engine serves one request at a time; a
+    streamed request waiting behind another must not stay silent."""
+    import threading
+
+    with start_server(args=["--keepalive-interval", "0.3", "--quantized-kv-start", "0"]) as srv:
+        url = srv.base_url + "/chat/completions"
+        hello = [{"role": "user", "content": "hi"}]
+        busy = threading.Thread(target=requests.post, args=(url,), kwargs={"timeout": 120, "json": {
+            "messages": hello, "x_mns_script": "busy " * 500}})
+        busy.start()
+        time.sleep(0.5)
+        lines = []
+        with requests.post(url, json={"messages": hello, "stream": True, "max_tokens": 3},
+                           stream=True, timeout=120) as r:
+            assert r.status_code == 200
+            for raw in r.iter_lines(decode_unicode=True):
+                lines.append(raw)
+        busy.join(120)
+    first_data = next(i for i, l in enumerate(lines) if l.startswith("data: "))
+    assert any(l.startswith(":") for l in lines[:first_data]), lines[:5]
+    assert lines[-1] == "data: [DONE]" or lines[-2] == "data: [DONE]"
