@@ -208,6 +208,35 @@ class _Generator(upstream.ResponseGenerator):
         return ctx, responses
 
 
+class PrefillCancelled(Exception):
+    """A request's client left while its prompt was being prefilled."""
+
+
+class _RequestQueue(Queue):
+    """A request's response queue that can stop its prefill.
+
+    Upstream checks a request's stop flag once per generated token, so a
+    client that leaves during a long prefill (minutes for a big prompt) keeps
+    the engine busy until the prefill ends. On the one-request-at-a-time path
+    (quantized KV) the prefill reports progress through this queue from the
+    generation thread; raising there ends it, and upstream hands the error
+    back through the queue. Not used where raising would hurt others: the
+    batched path and distributed ranks.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.ctx = None
+
+    def put(self, item, block=True, timeout=None):
+        if isinstance(item, upstream.GenerationContext):
+            self.ctx = item
+        elif isinstance(item, tuple) and self.ctx is not None and self.ctx._should_stop:
+            log.info("client left during the prefill; stopping it")
+            raise PrefillCancelled("the client left during the prefill")
+        super().put(item, block, timeout)
+
+
 def _stop_when_reached(rqueue: Queue) -> None:
     """An abandoned request: stop it as soon as the engine starts it."""
     ctx = rqueue.get()
@@ -326,7 +355,8 @@ class Engine:
         gen = self._generator
         if waiting is None:
             return gen.generate(completion, args, progress_callback=progress)
-        rqueue = Queue()
+        sequential = self.kv_bits is not None and not gen._is_distributed
+        rqueue = _RequestQueue() if sequential else Queue()
         gen.requests.put((rqueue, completion, args))
         while True:
             try:

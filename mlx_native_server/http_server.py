@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .api_errors import ApiError, context_overflow, error_body
 from .config import Settings
-from .engine import ChatRequest, ContextOverflow, Engine, EngineUnavailable
+from .engine import ChatRequest, ContextOverflow, Engine, EngineUnavailable, PrefillCancelled
 from .generation import Generation
 from .sse import ClientGone
 
@@ -203,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
         except ClientGone:
             log.info("client disconnected; cancelling its generation")
             self.close_connection = True
+        except PrefillCancelled:
+            self.close_connection = True  # its client is gone; nothing to answer
         except Exception as e:
             log.exception("unexpected error on %s %s", method, path)
             self._reply_error(ApiError(500, f"Internal error: {type(e).__name__}: {e}", "server_error"), flavor)

@@ -173,3 +173,22 @@ def test_a_stream_queued_behind_another_request_is_kept_alive(start_server):
     first_data = next(i for i, l in enumerate(lines) if l.startswith("data: "))
     assert any(l.startswith(":") for l in lines[:first_data]), lines[:5]
     assert lines[-1] == "data: [DONE]" or lines[-2] == "data: [DONE]"
+
+
+def test_a_client_that_leaves_during_the_prefill_stops_it(start_server):
+    """Regression: upstream only checks for a stop between generated tokens."""
+    prompt = " ".join(f"item{i} of a long prompt" for i in range(700))
+    with start_server(args=["--prefill-step-size", "64", "--quantized-kv-start", "0"]) as srv:
+        url = srv.base_url + "/chat/completions"
+        with requests.post(url, stream=True, timeout=60, json={
+                "messages": [{"role": "user", "content": prompt}], "stream": True, "max_tokens": 5}) as r:
+            assert r.status_code == 200
+            time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while "client left during the prefill" not in srv.app_log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "client left during the prefill" in srv.app_log()
+        assert requests.get(srv.root_url + "/health", timeout=10).status_code == 200
+        assert requests.post(url, timeout=60, json={"messages": [{"role": "user", "content": "hi"}],
+                                                    "max_tokens": 2}).status_code == 200
+        assert "Traceback" not in srv.app_log()
