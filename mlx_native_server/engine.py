@@ -202,11 +202,6 @@ class _Generator(upstream.ResponseGenerator):
         args.max_tokens = min(args.max_tokens, self.context_cap - n_prompt)
         return result
 
-    def generate(self, request, generation_args, progress_callback=None):
-        ctx, responses = super().generate(request, generation_args, progress_callback)
-        ctx.cache_ticket = getattr(request, "cache_ticket", None)  # see Engine.cache_lookup
-        return ctx, responses
-
 
 class PrefillCancelled(Exception):
     """A request's client left while its prompt was being prefilled."""
@@ -347,6 +342,7 @@ class Engine:
             if "generation thread died" in str(e):
                 raise EngineUnavailable("the generation thread has stopped") from e
             raise
+        ctx.cache_ticket = completion.cache_ticket  # see cache_lookup
         # A cancelled request may never hear from the engine again: not a stall.
         return ctx, self.activity.track(responses, cancelled=lambda: ctx._should_stop)
 
