@@ -147,7 +147,8 @@ class _ScriptProcessor:
         self._i += 1
         vocab = mx.arange(logits.shape[-1])
         forced = mx.where(vocab == token, 0.0, -float("inf")).astype(logits.dtype)
-        return mx.broadcast_to(forced, logits.shape)
+        # Depend on the real logits, so the forward pass still runs each step.
+        return mx.depends(mx.broadcast_to(forced, logits.shape), logits)
 
 
 FAIL_MARKER = "<<fail>>"  # a script ending with this makes the engine raise
