@@ -174,3 +174,21 @@ def script():
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_outlives_the_suite(tmp_path_factory):
+    """Safety net: kill any server process whose home is under this run's
+    temp dir (a test that failed mid-way may have left one)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (proc_dir / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        home = next((e[len(b"MLX_NATIVE_SERVER_HOME="):] for e in env
+                     if e.startswith(b"MLX_NATIVE_SERVER_HOME=")), b"")
+        if home.decode(errors="replace").startswith(base) and int(proc_dir.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)

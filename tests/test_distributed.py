@@ -3,6 +3,7 @@ the same program and rank 0 alone serves HTTP (two ranks on this machine)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -38,12 +39,28 @@ def test_two_ranks_rank_0_serves(demo_model, tmp_path):
         assert r.status_code == 200
         assert r.json()["choices"][0]["message"]["reasoning_content"].startswith("The user wrote")
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # mlx.launch and both ranks share the session started for them.
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            import os
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+        _wait_for_ranks_to_exit(port)
     log = (tmp_path / "logs" / "app.log").read_text()
     assert log.count("ready: ") == 1  # one rank serves
+
+
+def _wait_for_ranks_to_exit(port: int, timeout: float = 30) -> None:
+    """No rank may outlive the test (a leftover rank spins on collectives)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = subprocess.run(["pgrep", "-f", f"mlx_native_server serve .*--port {port}$"], capture_output=True, text=True).stdout.split()
+        left = [p for p in left if p.isdigit()]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            for pid in left:
+                os.kill(int(pid), signal.SIGKILL)
+            raise AssertionError(f"ranks still running after SIGTERM: {left}")
+        time.sleep(0.5)
