@@ -151,6 +151,41 @@ class _ScriptProcessor:
         return mx.depends(mx.broadcast_to(forced, logits.shape), logits)
 
 
+class _NoLogprob:
+    """Stands in for a token's log-probabilities, which this server never
+    returns. Upstream's one-request path reads `logprobs[token].item()` for
+    every token; that small eval waits for the next step, which mlx has
+    already queued, so the graph of the step after cannot be built meanwhile
+    and decoding loses its pipelining (measured: server/direct 0.87 -> see
+    benchmarks/README.md)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, _index):
+        return self
+
+    def item(self) -> float:
+        return 0.0
+
+
+_NO_LOGPROB = _NoLogprob()
+
+
+def _install_no_logprob_sync() -> None:
+    """Wrap the stream_generate upstream's one-request path calls (once)."""
+    original = upstream.stream_generate
+    if getattr(original, "_mns_wrapped", False):
+        return
+
+    def stream_generate(*args, **kwargs):
+        for response in original(*args, **kwargs):
+            response.logprobs = _NO_LOGPROB
+            yield response
+
+    stream_generate._mns_wrapped = True
+    upstream.stream_generate = stream_generate
+
+
 FAIL_MARKER = "<<fail>>"  # a script ending with this makes the engine raise
 
 
@@ -267,6 +302,7 @@ class Engine:
         self.prompt_cache = make_prompt_cache_store(
             settings, kv_bits=self.kv_bits, mlx_lm_version=MLX_LM_VERSION,
             distributed=mx.distributed.init().size() > 1)
+        _install_no_logprob_sync()
         if test_hooks:
             _install_script_hook(self)
         self._generator = _Generator(self.model_provider, self.prompt_cache)

@@ -84,7 +84,9 @@ class Generation:
         self.usage = Usage(prompt_tokens=len(self.ctx.prompt))
         self.finish_reason: str | None = None
         self.stop_sequence: str | None = None
-        self._raw = ""
+        self._raw = ""  # the tail of the raw text, for stop words only
+        # A tail long enough to hold any stop word plus one token's text.
+        self._keep = 2 * max(map(len, request.stop)) + 256 if request.stop else 0
         self.cache_lookup = None  # a prompt_cache.Lookup once the prompt is looked up
 
     def cancel(self) -> None:
@@ -114,7 +116,8 @@ class Generation:
             self.usage.completion_tokens += 1
             if current == "reasoning":
                 self.usage.reasoning_tokens += 1
-            self._raw += gen.text
+            if self._keep:
+                self._raw = (self._raw + gen.text)[-self._keep:]
             if gen.finish_reason == "stop":
                 state, current = engine.discard(state)
                 segments = [(current, "")]
