@@ -24,7 +24,7 @@ from typing import Any
 
 from .api_errors import bad_request, expect, expect_number
 from .engine import ChatRequest
-from .reasoning import to_template
+from .reasoning import join_content, to_template
 
 ROLES = ("user", "assistant", "system")
 NON_TEXT = ("image", "document", "search_result", "container_upload")
@@ -40,14 +40,7 @@ class MessagesOptions:
 
 def blocks_text(content: Any, where: str) -> str:
     """A string, or text blocks joined with a blank line (markers ignored)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise bad_request(f"'{where}' must be a string or an array of content blocks.")
-    parts = [block_text(block, f"{where}[{i}]") for i, block in enumerate(content)]
-    return BLOCK_JOIN.join(p for p in parts if p)
+    return join_content(content, where, block_text, sep=BLOCK_JOIN, noun="content blocks")
 
 
 def block_text(block: Any, where: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .api_errors import bad_request
 from .prompt_normalize import clean_messages
@@ -21,28 +21,38 @@ _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
-def text_of(content: Any, where: str) -> str:
-    """Content as a string: a string, null, or a list of text parts."""
+def join_content(content: Any, where: str, part_text: Callable[[Any, str], str], *,
+                 sep: str = "", noun: str = "text parts") -> str:
+    """Content that is a string, null or a list of parts, as one string.
+    `part_text(part, where)` gives a part's text or raises a 400; every API
+    front end shares this, each with its own kinds of part."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for i, part in enumerate(content):
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text"):
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise bad_request(f"'{where}[{i}].text' must be a string.")
-                parts.append(text)
-            elif isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image"):
-                raise bad_request("This model does not accept images; send text only.")
-            else:
-                raise bad_request(f"'{where}[{i}]' must be a text part.")
-        return "".join(parts)
-    raise bad_request(f"'{where}' must be a string, null or a list of text parts.")
+    if not isinstance(content, list):
+        raise bad_request(f"'{where}' must be a string, null or an array of {noun}.")
+    texts = (part_text(part, f"{where}[{i}]") for i, part in enumerate(content))
+    return sep.join(t for t in texts if t)
+
+
+def _chat_part_text(part: Any, where: str) -> str:
+    if isinstance(part, str):
+        return part
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("image_url", "input_image", "image"):
+        raise bad_request("This model does not accept images; send text only.")
+    if kind not in ("text", "input_text", "output_text"):
+        raise bad_request(f"'{where}' must be a text part.")
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise bad_request(f"'{where}.text' must be a string.")
+    return text
+
+
+def text_of(content: Any, where: str) -> str:
+    """OpenAI chat content as a string: a string, null, or a list of text parts."""
+    return join_content(content, where, _chat_part_text)
 
 
 def split_inline_think(content: str) -> tuple[str | None, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from .api_errors import bad_request, expect, expect_number
 from .engine import ChatRequest
-from .reasoning import to_template
+from .reasoning import join_content, to_template
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text")
@@ -40,24 +40,19 @@ class ResponsesOptions:
 
 def parts_text(content: Any, where: str) -> str:
     """A string, or text parts joined as they are."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise bad_request(f"'{where}' must be a string or an array of content parts.")
-    out = []
-    for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("input_image", "input_file", "input_audio"):
-            raise bad_request(f"'{where}[{i}]' is {kind}, but this model reads text only.")
-        if kind not in TEXT_PARTS:
-            raise bad_request(f"'{where}[{i}]' must be a text part, got {kind!r}.")
-        text = part.get("refusal") if kind == "refusal" else part.get("text")
-        if not isinstance(text, str):
-            raise bad_request(f"'{where}[{i}].text' must be a string.")
-        out.append(text)
-    return "".join(out)
+    return join_content(content, where, _part_text, noun="content parts")
+
+
+def _part_text(part: Any, where: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_image", "input_file", "input_audio"):
+        raise bad_request(f"'{where}' is {kind}, but this model reads text only.")
+    if kind not in TEXT_PARTS:
+        raise bad_request(f"'{where}' must be a text part, got {kind!r}.")
+    text = part.get("refusal") if kind == "refusal" else part.get("text")
+    if not isinstance(text, str):
+        raise bad_request(f"'{where}.text' must be a string.")
+    return text
 
 
 def _arguments(raw: Any, where: str) -> dict:
