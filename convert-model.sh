@@ -14,8 +14,4 @@
 # ./convert-model.sh --help (after the first run).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run convert "$@"
+mns_main "${BASH_SOURCE[0]}" convert "$@"

@@ -15,8 +15,4 @@
 # Every option: ./install-service.sh --help (after the first run). See SERVICE.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run install-service "$@"
+mns_main "${BASH_SOURCE[0]}" install-service "$@"

@@ -19,8 +19,4 @@
 # How to move to a new mlx-lm and carry patches: MLX_LM_MANAGEMENT.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run mlx-lm "$@"
+mns_main "${BASH_SOURCE[0]}" mlx-lm "$@"

@@ -13,8 +13,4 @@
 # from server.toml, then MLX_NATIVE_SERVER_* environment variables, then flags.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run start "$@"
+mns_main "${BASH_SOURCE[0]}" start "$@"

@@ -6,8 +6,4 @@
 # port. SIGTERM, a bounded wait, then SIGKILL. "Not running" exits 0.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run stop "$@"
+mns_main "${BASH_SOURCE[0]}" stop "$@"

@@ -6,8 +6,4 @@
 # that there was nothing to do. The logs stay in logs/. See SERVICE.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
-if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
-    mns_usage "${BASH_SOURCE[0]}"
-    exit 0
-fi
-mns_run uninstall-service "$@"
+mns_main "${BASH_SOURCE[0]}" uninstall-service "$@"

@@ -2,7 +2,8 @@
 # Sourced by the root scripts: finds or creates the virtual environment, then
 # runs one verb of the Python package in it.
 #
-#   mns_run VERB ARGS...    bootstrap if needed, then exec the verb
+#   mns_main SCRIPT VERB ARGS...  the whole body of a root script
+#   mns_run VERB ARGS...          bootstrap if needed, then exec the verb
 #
 # Environment:
 #   MLX_NATIVE_SERVER_VENV     where the venv lives (default: <repo>/.venv)
@@ -108,4 +109,17 @@ mns_usage() {
 mns_run() {
     mns_bootstrap
     exec "$MNS_VENV/bin/python" -m mlx_native_server "$@"
+}
+
+# The body of a root script: `mns_main "${BASH_SOURCE[0]}" VERB "$@"`.
+# --help before the venv exists prints the script's Usage header (no
+# install); anything else runs VERB in the venv, whose parser has the full help.
+mns_main() {
+    local script="$1" verb="$2"
+    shift 2
+    if [[ "${1:-}" =~ ^(-h|--help)$ && ! -x "$MNS_VENV/bin/python" ]]; then
+        mns_usage "$script"
+        exit 0
+    fi
+    mns_run "$verb" "$@"
 }
