@@ -451,7 +451,11 @@ class Engine:
     discard = staticmethod(TextStateMachine.discard)
 
     def stop(self) -> None:
-        """Stop the generation thread, then write the live prompt cache to disk."""
+        """Stop the generation thread, then write the live prompt cache to disk.
+        Under mlx.launch the thread cannot be joined: it waits in collectives
+        with the other ranks, which the launcher stops along with this one."""
+        if self._generator._is_distributed:
+            return
         self._generator.stop_and_join()
         persist = getattr(self.prompt_cache, "persist", None)
         if persist is not None:
