@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .api_errors import bad_request, expect, expect_number
+from .api_errors import bad_request, expect, expect_number, optional_array
 from .engine import ChatRequest
 from .reasoning import join_content, to_template
 
@@ -152,10 +152,8 @@ def translate_messages(messages: Any, system: Any = None) -> list[dict]:
 
 def translate_tools(tools: Any) -> list[dict] | None:
     """Anthropic tool definitions -> chat function tools (None if none)."""
-    if tools is None:
+    if optional_array(tools, "tools") is None:
         return None
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", param="tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):

@@ -98,6 +98,15 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a b
                list: "an array", dict: "an object"}
 
 
+def optional_array(value: Any, name: str) -> list | None:
+    """An optional array field: None, or a list; anything else is a 400."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise bad_request(f"'{name}' must be an array.", param=name)
+    return value
+
+
 def expect_number(body: dict, name: str, *, low: float | None = None, high: float | None = None) -> float | None:
     value = expect(body, name, (int, float))
     if value is None:

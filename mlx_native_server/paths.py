@@ -14,6 +14,8 @@ from typing import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SERVICE_LABEL = "com.local.mlx-native-server"
+STDOUT_LOG = "stdout.log"  # what a service manager captures (launchd, systemd)
+STDERR_LOG = "stderr.log"
 SERVICE_UNIT = "mlx-native-server.service"
 
 
@@ -72,11 +74,11 @@ class Paths:
 
     @property
     def stdout_log(self) -> Path:
-        return self.log_dir / "stdout.log"
+        return self.log_dir / STDOUT_LOG
 
     @property
     def stderr_log(self) -> Path:
-        return self.log_dir / "stderr.log"
+        return self.log_dir / STDERR_LOG
 
     @property
     def cache_dir(self) -> Path:

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .api_errors import bad_request, expect, expect_number
+from .api_errors import bad_request, expect, expect_number, optional_array
 from .engine import ChatRequest
 from .reasoning import join_content, to_template
 
@@ -148,10 +148,8 @@ def translate_input(input_: Any, instructions: str | None = None) -> list[dict]:
 
 def translate_tools(tools: Any) -> list[dict] | None:
     """Responses function tools -> chat tools; other kinds are left out."""
-    if tools is None:
+    if optional_array(tools, "tools") is None:
         return None
-    if not isinstance(tools, list):
-        raise bad_request("'tools' must be an array.", param="tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .paths import STDERR_LOG, STDOUT_LOG
+
 RESTART_DELAY = 10  # seconds between a crash and the restart (ThrottleInterval, RestartSec)
 START_LIMIT = (5, 300)  # systemd gives up after 5 starts in 300 s (a crash loop)
 STOP_GRACE_MARGIN = 20  # seconds past shutdown_timeout before SIGKILL (cancel + exit)
@@ -42,14 +44,6 @@ class ServiceSpec:
     @property
     def path(self) -> str:
         return f"{self.python.parent}:{BASE_PATH}"
-
-    @property
-    def stdout_log(self) -> Path:
-        return self.log_dir / "stdout.log"
-
-    @property
-    def stderr_log(self) -> Path:
-        return self.log_dir / "stderr.log"
 
     def placeholders(self) -> dict[str, str]:
         return {"__REPO_DIR__": str(self.repo_dir), "__PYTHON__": str(self.python),
@@ -130,8 +124,8 @@ def unit_lines(spec: ServiceSpec) -> list[tuple[str, str, str]]:
         # SIGTERM to the server alone; SIGKILL to what is left after the grace.
         ("Service", "KillMode", "mixed"),
         ("Service", "TimeoutStopSec", str(spec.stop_grace)),
-        ("Service", "StandardOutput", "append:" + str(spec.stdout_log).replace("%", "%%")),
-        ("Service", "StandardError", "append:" + str(spec.stderr_log).replace("%", "%%")),
+        ("Service", "StandardOutput", "append:" + str(spec.log_dir / STDOUT_LOG).replace("%", "%%")),
+        ("Service", "StandardError", "append:" + str(spec.log_dir / STDERR_LOG).replace("%", "%%")),
         ("Install", "WantedBy", "default.target"),
     ]
 
