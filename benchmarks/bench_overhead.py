@@ -42,6 +42,7 @@ from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_native_server import config  # noqa: E402
 from mlx_native_server import demo_model as dm  # noqa: E402
+from mlx_native_server.paths import isolated_env  # noqa: E402
 from mlx_native_server.engine import _head_dim, _ScriptProcessor, kv_quantization_works  # noqa: E402
 
 START_TIMEOUT = 300  # seconds for ./start-server.sh to print "ready:"
@@ -121,12 +122,7 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_NATIVE_SERVER_")}
-        env.update(MLX_NATIVE_SERVER_HOME=str(home), MLX_NATIVE_SERVER_TEST_HOOKS="1",
-                   PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
-        for key in ("MLX_NATIVE_SERVER_VENV", "MLX_NATIVE_SERVER_BACKEND"):
-            if key in os.environ:
-                env[key] = os.environ[key]
+        env = isolated_env(home)
         argv = [str(REPO / "start-server.sh"), "--model", str(model_dir),
                 "--port", str(self.port), *flags]
         self.log = (home / "bench-server.out").open("w+")

@@ -24,7 +24,7 @@ from typing import Any
 
 from .api_errors import bad_request, expect, expect_number, optional_array
 from .engine import ChatRequest
-from .reasoning import join_content, to_template
+from .reasoning import join_content, text_field, to_template
 
 ROLES = ("user", "assistant", "system")
 NON_TEXT = ("image", "document", "search_result", "container_upload")
@@ -51,10 +51,7 @@ def block_text(block: Any, where: str) -> str:
                           "send its content as text.")
     if kind != "text":
         raise bad_request(f"'{where}' must be a text block, got {kind!r}.")
-    text = block.get("text")
-    if not isinstance(text, str):
-        raise bad_request(f"'{where}.text' must be a string.")
-    return text
+    return text_field(block, where)
 
 
 def _assistant(content: Any, where: str) -> dict:

@@ -19,6 +19,23 @@ STDERR_LOG = "stderr.log"
 SERVICE_UNIT = "mlx-native-server.service"
 
 
+# Settings a server of its own keeps from its parent: where the venv is and
+# which mlx backend it has, not the configuration.
+_KEPT = ("MLX_NATIVE_SERVER_VENV", "MLX_NATIVE_SERVER_BACKEND")
+
+
+def isolated_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a server of its own under `home` (tests,
+    benchmarks): no inherited MLX_NATIVE_SERVER_* configuration, test hooks on,
+    Hugging Face offline."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLX_NATIVE_SERVER_") or k in _KEPT}
+    env.update(MLX_NATIVE_SERVER_HOME=str(home), MLX_NATIVE_SERVER_TEST_HOOKS="1",
+               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    env.update(extra)
+    return env
+
+
 @dataclass(frozen=True)
 class Paths:
     home: Path

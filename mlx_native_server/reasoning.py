@@ -44,9 +44,14 @@ def _chat_part_text(part: Any, where: str) -> str:
         raise bad_request("This model does not accept images; send text only.")
     if kind not in ("text", "input_text", "output_text"):
         raise bad_request(f"'{where}' must be a text part.")
-    text = part.get("text")
+    return text_field(part, where)
+
+
+def text_field(part: dict, where: str, key: str = "text") -> str:
+    """part[key], which must be a string."""
+    text = part.get(key)
     if not isinstance(text, str):
-        raise bad_request(f"'{where}.text' must be a string.")
+        raise bad_request(f"'{where}.{key}' must be a string.")
     return text
 
 

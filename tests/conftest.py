@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from mlx_native_server.paths import isolated_env
+
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180  # seconds; loading the tiny model takes a few
 
@@ -27,14 +29,7 @@ def free_port() -> int:
 
 def hermetic_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment for a script run: its own home, no inherited settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_NATIVE_SERVER_")}
-    env.update(MLX_NATIVE_SERVER_HOME=str(home), PYTHONUNBUFFERED="1",
-               HF_HUB_OFFLINE="1", MLX_NATIVE_SERVER_TEST_HOOKS="1")
-    for key in ("MLX_NATIVE_SERVER_VENV", "MLX_NATIVE_SERVER_BACKEND"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    env.update(extra)
-    return env
+    return isolated_env(home, **extra)
 
 
 class ServerProcess:
