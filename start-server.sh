@@ -8,9 +8,11 @@
 #   ./start-server.sh --model demo    serve a tiny generated model (random text)
 #   ./start-server.sh --print-config  show the effective configuration
 #   ./start-server.sh --service       start the installed login service instead
+#   ./start-server.sh --status [--json]  is it installed, running, healthy? logs?
 #
-# Every option: ./start-server.sh --help (after the first run). Defaults come
-# from server.toml, then MLX_NATIVE_SERVER_* environment variables, then flags.
+# Every option: ./start-server.sh --help (after the first run). Values come
+# from flags, else MLX_NATIVE_SERVER_* environment variables, else server.toml,
+# else the defaults.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/bootstrap.sh"
 mns_main "${BASH_SOURCE[0]}" start "$@"
