@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import config
+from . import config, config_docs
 from .errors import reported
 
 
@@ -19,10 +19,10 @@ def main(argv: list[str]) -> int:
     config.add_flags(p)
     args = p.parse_args(argv)
     if args.markdown:
-        print(config.markdown_table())
+        print(config_docs.markdown_table())
         return 0
     if args.example:
-        print(config.example_file(), end="")
+        print(config_docs.example_file(), end="")
         return 0
     print(config.describe(config.load({k.name: getattr(args, k.name) for k in config.KEYS})))
     return 0

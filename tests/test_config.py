@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_native_server import config
+from mlx_native_server import config, config_docs
 from mlx_native_server.errors import UserError
 from mlx_native_server.paths import Paths
 
@@ -67,7 +67,7 @@ def test_sizes():
 
 def test_committed_example_documents_every_key_at_its_default(tmp_path):
     text = (REPO / "server.toml").read_text()
-    assert text == config.example_file(), "regenerate: python -m mlx_native_server config --example > server.toml"
+    assert text == config_docs.example_file(), "regenerate: python -m mlx_native_server config --example > server.toml"
     # Uncommented, the example loads and gives exactly the defaults.
     lines = [l[2:] for l in text.splitlines() if l.startswith("# ") and " = " in l and l[2:3].isalpha()]
     s = config.load({}, {}, paths_at(tmp_path, "\n".join(lines) + "\n"))
@@ -85,4 +85,4 @@ def test_describe_shows_origins_and_hides_the_key(tmp_path):
 
 def test_readme_configuration_table_is_current():
     text = (REPO / "README.md").read_text()
-    assert config.markdown_table() in text, "run scripts/sync-docs.sh"
+    assert config_docs.markdown_table() in text, "run scripts/sync-docs.sh"
