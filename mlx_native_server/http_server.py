@@ -221,10 +221,8 @@ class Handler(BaseHTTPRequestHandler):
                     pass
                 stream.close()
             return
-        if e.status >= 500 or e.status in (404, 405):
-            log.log(logging.ERROR if e.status == 500 else logging.INFO, "%s %s -> %d %s", self.command, self.path, e.status, e.message)
-        else:
-            log.info("%s %s -> %d %s", self.command, self.path, e.status, e.message)
+        level = logging.ERROR if e.status == 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", self.command, self.path, e.status, e.message)
         try:
             self.send_json(e.status, error_body(e, flavor))
         except OSError:

@@ -19,7 +19,7 @@ from .config import Settings
 from .engine import Engine
 from .http_server import App, make_server
 from .logrotate import StreamLogs
-from .watchdog import EXIT_ENGINE_DIED, EXIT_ENGINE_STALLED, verdict  # noqa: F401
+from .watchdog import verdict
 
 log = logging.getLogger("mlx_native_server.serve")
 
@@ -99,7 +99,9 @@ def exit_now(code: int) -> None:
     """Exit without running interpreter teardown: logs are flushed and the
     engine joined by now, and mlx's static destructors can abort ("terminate
     called without an active exception") while daemon threads linger, which
-    would turn a clean stop into a crash that a service manager restarts."""
+    would turn a clean stop into a crash that a service manager restarts. A
+    hung generation thread (watchdog exit 4) is not a daemon and would keep
+    a normal exit waiting forever."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -136,11 +138,4 @@ def run(settings: Settings) -> int:
     server.server_close()
     _remove_pid(settings)
     log.info("stopped (exit %d)", code)
-    logging.shutdown()
-    sys.stdout.flush()
-    if code == EXIT_ENGINE_STALLED:
-        # The hung generation thread is not a daemon and would never let the
-        # interpreter finish; leave without waiting for it.
-        sys.stderr.flush()
-        os._exit(code)
     return code
