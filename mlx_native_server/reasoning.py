@@ -76,7 +76,7 @@ def _arguments(raw: Any, where: str) -> dict:
     if isinstance(raw, str):
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, a 5,000-digit integer, deep nesting
             raise bad_request(f"'{where}' must be a JSON object.") from None
         if isinstance(value, dict):
             return value

@@ -62,7 +62,7 @@ def _arguments(raw: Any, where: str) -> dict:
         return {}
     try:
         value = json.loads(raw) if isinstance(raw, str) else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # bad JSON, a 5,000-digit integer, deep nesting
         value = None
     if not isinstance(value, dict):
         raise bad_request(f"'{where}' must be a JSON object.")

@@ -47,6 +47,9 @@ def test_later_system_turn_is_kept_as_a_marked_user_turn():
     ([{"role": "user", "content": 5}], "content"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "images"),
     ([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}], "JSON object"),
+    # were a 500: RecursionError and int()'s 4300-digit limit inside json.loads
+    ([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[" * 5000}}]}], "JSON object"),
+    ([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "1" * 5000}}]}], "JSON object"),
 ])
 def test_bad_messages_are_a_400_naming_the_field(messages, words):
     with pytest.raises(ApiError, match=words) as e:

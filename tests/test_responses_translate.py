@@ -68,6 +68,9 @@ def test_billing_line_stripped_from_instructions():
     ({"input": [{"type": "item_reference", "id": "x"}]}, "stores nothing"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "text only"),
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]}, "JSON object"),
+    # were a 500: RecursionError and int()'s 4300-digit limit inside json.loads
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[" * 5000}]}, "JSON object"),
+    ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "1" * 5000}]}, "JSON object"),
     ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
 ])
 def test_bad_requests(body, needle):
