@@ -7,7 +7,8 @@ compat differs are never used; a truncated or corrupt file is skipped with a
 warning and removed. Writes go to a temporary file that is renamed into
 place, so a reader never sees half an entry. The directory is kept under
 `max_bytes` by the same policy as memory (cache_policy.victims), files of
-other models or versions going first.
+other models or versions going first. The entries decode back to the user's
+prompts, so the directory is 0700 and every file in it 0600 (filemodes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from mlx_lm.models.cache import (
 )
 
 from . import cache_policy as policy
+from . import filemodes
 
 log = logging.getLogger("mlx_native_server.disk_cache")
 
@@ -111,7 +113,9 @@ class DiskTier:
         self.entries: dict[Path, DiskEntry] = {}
         self.counters = {"writes": 0, "loads": 0, "load_seconds": 0.0, "removed_corrupt": 0}
         self._lock = threading.Lock()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not filemodes.private_dir(self.root, tighten_existing=True):
+            log.warning("prompt cache directory %s cannot be made 0700 (not yours?); other "
+                        "users can list it, though its files stay 0600", self.root)
         self.scan()
 
     # ---- index ---------------------------------------------------------
@@ -136,6 +140,8 @@ class DiskTier:
         try:
             meta = read_metadata(path)
             st = path.stat()
+            if st.st_mode & filemodes.OTHERS:  # written before entries were private
+                filemodes.tighten(path)
             compatible = all(meta.get(k) == v for k, v in self.compat.items())
             tokens = decode_tokens(meta["tokens"]) if compatible else np.zeros(0, np.int64)
         except (CorruptEntry, KeyError, ValueError, OSError) as e:
@@ -216,7 +222,12 @@ class DiskTier:
                 "session": session or "", "trimmable": "1" if trimmable else "0",
                 "created": str(time.time())}
         try:
+            # Created 0600 before mlx writes into it: mlx truncates the file in
+            # place, which keeps the mode; the chmod guards a writer that replaces it.
+            tmp.unlink(missing_ok=True)
+            os.close(filemodes.open_private(tmp))
             save_prompt_cache(str(tmp), [_compact(c) for c in cache], meta)
+            os.chmod(tmp, filemodes.PRIVATE_FILE)
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)

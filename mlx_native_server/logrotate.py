@@ -8,7 +8,9 @@ is safe only for a writer in append mode, so the server first reopens each
 of its own fds that points at one of these files with O_APPEND (launchd and
 systemd's `append:` already do). Lines written between the copy and the
 truncate are lost; the server writes little there (its log goes to app.log),
-so the window holds next to nothing.
+so the window holds next to nothing. The files are 0600 (the service
+manager may have created them with its umask; the server tightens them) and
+each rotated copy is created 0600.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+from . import filemodes
 
 
 def adopt_append(fd: int, path: Path) -> bool:
@@ -46,9 +50,16 @@ def rotate(path: Path, max_bytes: int, backups: int) -> bool:
             older = path.with_name(f"{path.name}.{i}")
             if older.exists():
                 older.replace(path.with_name(f"{path.name}.{i + 1}"))
-        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+        _private_copy(path, path.with_name(f"{path.name}.1"))
     os.truncate(path, 0)
     return True
+
+
+def _private_copy(src: Path, dest: Path) -> None:
+    """Copy `src` to a new `dest` that is 0600 before the first byte lands."""
+    dest.unlink(missing_ok=True)
+    with open(src, "rb") as fin, open(filemodes.open_private(dest), "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 class StreamLogs:
@@ -60,9 +71,13 @@ class StreamLogs:
         self.backups = backups
 
     def adopt(self) -> None:
-        """Make fds 1 and 2 append-mode when they write to these files."""
+        """Make fds 1 and 2 append-mode when they write to these files, and
+        the files and their rotated copies owner-only."""
         for fd, path in zip((1, 2), self.files):
             adopt_append(fd, path)
+            for p in [path, *(path.with_name(f"{path.name}.{i}")
+                              for i in range(1, self.backups + 1))]:
+                filemodes.tighten(p)
 
     def rotate(self) -> list[Path]:
         """Rotate each file over the cap; returns those rotated."""

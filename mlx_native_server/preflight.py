@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 
-from .config import Settings
+from . import filemodes
+from .config import KEYS_BY_NAME, Settings
 from .errors import UserError
 from .ports import port_is_free, read_pid, who_listens
 
@@ -42,9 +45,31 @@ def check_security(settings: Settings) -> None:
     if not is_loopback(settings.host) and not settings.api_key:
         raise UserError(
             f"host {settings.host} ({_origin(settings, 'host')}) would serve other "
-            "machines without an API key; set api_key (MLX_NATIVE_SERVER_API_KEY or "
-            "--api-key) or bind to 127.0.0.1."
+            "machines without an API key; set api_key_file (or MLX_NATIVE_SERVER_API_KEY) "
+            "or bind to 127.0.0.1."
         )
+
+
+FLAG_KEY_WARNING = ("the API key given with --api-key is visible to every local user in `ps`; "
+                    "put it in api_key_file or MLX_NATIVE_SERVER_API_KEY instead")
+
+
+def key_warnings(settings: Settings) -> list[str]:
+    """One line for each way the API key is exposed to other local users
+    (warnings: the server still starts)."""
+    out = []
+    if settings.origin("api_key") == f"set by {KEYS_BY_NAME['api_key'].flag}":
+        out.append(FLAG_KEY_WARNING)
+    if settings.api_key_file:
+        path = settings.paths.resolve(settings.api_key_file)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:  # read a moment ago; gone now is not ours to report
+            mode = 0
+        if mode & filemodes.OTHERS:
+            out.append(f"api_key_file {path} is readable by other users (mode 0{mode:o}); "
+                       f"run chmod 600 {path}")
+    return out
 
 
 def check_port(settings: Settings) -> None:

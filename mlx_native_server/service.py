@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Mapping, Union
 
-from . import config, preflight
+from . import config, filemodes, preflight
 from .errors import UserError, reported
 from .ports import port_is_free, who_listens
 from .service_launchd import Launchd
@@ -94,19 +94,30 @@ def _check_servable(settings: config.Settings, mgr: Manager) -> None:
                             f"(./stop-server.sh --port {settings.port}) or install with --port N.")
 
 
+def _make_log_files(paths) -> None:
+    """The log dir (0700 if new) and the service's stdout/stderr logs, made
+    (or tightened to) 0600 before launchd or systemd creates them with its umask."""
+    filemodes.private_dir(paths.log_dir, tighten_existing=False)
+    for log_file in (paths.stdout_log, paths.stderr_log):
+        os.close(filemodes.open_private(log_file, append=True))
+
+
 @reported
 def main_install_service(argv: list[str]) -> int:
     args = install_parser().parse_args(argv)
     settings = config.load({k.name: getattr(args, k.name) for k in config.KEYS})
     mgr = manager(settings.paths)
     recorded = _given_flags(args)
-    content = mgr.render(build_spec(settings, recorded))
+    spec = build_spec(settings, recorded)
+    content = mgr.render(spec)
     if args.print:
         sys.stdout.write(content.decode())
         return 0
     _check_servable(settings, mgr)
-    settings.paths.log_dir.mkdir(parents=True, exist_ok=True)
-    for line in mgr.install(content, private="--api-key" in recorded):
+    for warning in preflight.key_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
+    _make_log_files(settings.paths)
+    for line in mgr.install(content, private=spec.holds_key):
         print(f"{mgr.manager}: {line}")
     p = settings.paths
     print(f"installed the login service {mgr.name}; it serves {settings.base_url} once the "

@@ -22,6 +22,7 @@ START_LIMIT = (5, 300)  # systemd gives up after 5 starts in 300 s (a crash loop
 STOP_GRACE_MARGIN = 20  # seconds past shutdown_timeout before SIGKILL (cancel + exit)
 # launchd starts jobs with PATH=/usr/bin:/bin:/usr/sbin:/sbin; add Homebrew's.
 BASE_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+API_KEY_ENV = "MLX_NATIVE_SERVER_API_KEY"
 HEADER = ("# Written by ./install-service.sh (mlx-native-server); run it again to "
           "change this file. See SERVICE.md.")
 
@@ -36,6 +37,14 @@ class ServiceSpec:
     args: tuple[str, ...] = ()  # the flags given to install-service, replayed at each start
     environment: tuple[tuple[str, str], ...] = ()  # e.g. MLX_NATIVE_SERVER_HOME
     stop_grace: int = 30  # seconds from SIGTERM to SIGKILL
+
+    @property
+    def holds_key(self) -> bool:
+        """The rendered file would hold the API key (a recorded --api-key, or the
+        key in its environment), so it must be readable by the user only.
+        --api-key-file records the file's path, not the key."""
+        flags = self.args[0::2]  # (flag, value) pairs, as install-service records them
+        return "--api-key" in flags or any(k == API_KEY_ENV for k, _ in self.environment)
 
     @property
     def program(self) -> list[str]:

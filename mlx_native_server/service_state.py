@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
+from . import filemodes
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,9 @@ def exit_text(last_exit: int | None) -> str:
 
 
 def write_file(path: Path, content: bytes, private: bool) -> None:
-    """Write atomically; private files (an API key inside) are owner-only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.chmod(tmp, 0o600 if private else 0o644)
-    tmp.replace(path)
+    """Write atomically; a private file (an API key inside) is 0600 from the
+    moment it exists, never visible to others even as a temporary file."""
+    filemodes.write_atomic(path, content, filemodes.PRIVATE_FILE if private else 0o644)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, every: float = 0.2) -> bool:
