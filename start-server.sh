@@ -7,6 +7,7 @@
 #   ./start-server.sh                 serve the configured model on :8000
 #   ./start-server.sh --model demo    serve a tiny generated model (random text)
 #   ./start-server.sh --print-config  show the effective configuration
+#   ./start-server.sh --plan [--json]  the memory plan: does it fit this machine? (exit 3 if not)
 #   ./start-server.sh --service       start the installed login service instead
 #   ./start-server.sh --status [--json]  is it installed, running, healthy? logs?
 #

@@ -186,6 +186,20 @@ class PromptCacheStore:
 
     # ---- ours -------------------------------------------------------------
 
+    def spill(self, nbytes: int) -> int:
+        """Free at least `nbytes` of memory, as far as the entries hold it:
+        evict in the policy's order, each entry written to the disk tier (or
+        dropped when the tier is off or the entry is superseded). Returns the
+        bytes freed; request admission calls it when a request would not fit."""
+        if nbytes <= 0:
+            return 0
+        with self._lock:
+            target = max(0, self.nbytes - nbytes)
+            evicted = self._evict(policy.Limits(self.limits.max_entries, target,
+                                                self.limits.short_tokens))
+        self._spill(evicted)
+        return sum(i.nbytes for i in evicted)
+
     def persist(self) -> int:
         """Write the live entries to disk (most recently used first); at a clean stop."""
         if self.disk is None:
