@@ -1,25 +1,32 @@
 """`./convert-model.sh`: a Hugging Face checkpoint (Hub id or local
-directory) -> local-models/<Name>-MLX-<bits>bit/, through mlx-lm's converter.
+directory) -> local-models/<Name>-MLX-<bits>bit/, through mlx-lm's converter;
+a model that is already MLX -> local-models/<Name>/, as is.
 
 Quantization keeps the architecture's own rule (mlx-lm uses the model's
-`quant_predicate`; MiniMax keeps its router gates at 8 bits). The output is
-written to a hidden directory beside the target and moved into place only
-after it loaded and generated, so a failure never leaves half a model.
+`quant_predicate`; MiniMax keeps its router gates at 8 bits). An MLX source
+(config.json's quantization in MLX's form and `.scales` beside quantized
+weights) is not converted again: its files are downloaded, hard-linked or
+copied unchanged, once the memory plan says it can run here. Either way the
+output is written to a hidden directory beside the target and moved into
+place only after it loaded and generated, so a failure never leaves half a
+model.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import os
 import shutil
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import model_source
+from . import hub_download, model_install, model_source
 from .errors import UserError, reported
+from .hub_download import HubRepo
+from .model_copy import same_filesystem
+from .model_output import Steps, check_target, disk_size, finish, one_line, partial_dir
 from .model_source import Source, human_bytes
 from .paths import Paths
 
@@ -28,18 +35,26 @@ Convert a Hugging Face checkpoint to MLX into local-models/<Name>-MLX-<bits>bit/
 with mlx-lm's converter, keeping the architecture's own quantization rule
 (MiniMax: router gates at 8 bits). SOURCE is a Hub repo id (owner/name,
 downloaded with progress into the Hugging Face cache) or a local directory in
-Hugging Face format (works offline). Checks free disk space first, refuses to
-overwrite without --force, and afterwards loads the result, generates a few
-tokens and prints the config line that points the server at it."""
+Hugging Face format (works offline).
 
-SAMPLE_TOKENS = 8
+A SOURCE that is already an MLX quantized model (mlx-community's and others')
+is installed as is into local-models/<Name>/ under its own name, at its own
+bits: downloaded, or hard-linked/copied from a local directory, after a check
+that it fits this machine's memory.
+
+Checks free disk space first, refuses to overwrite without --force, and
+afterwards loads the result, generates a few tokens and prints the config line
+that points the server at it."""
+
+DEFAULT_BITS = 4
+DEFAULT_GROUP_SIZE = 64
 
 
 @dataclass(frozen=True)
 class ConvertSettings:
     source: str
-    bits: int
-    group_size: int
+    bits: int | None  # None: not given (DEFAULT_BITS, or an MLX source's own)
+    group_size: int | None  # None: not given, likewise
     name: str
     force: bool
     verify: bool
@@ -47,26 +62,44 @@ class ConvertSettings:
     paths: Paths
 
     @property
+    def q_bits(self) -> int:
+        return self.bits or DEFAULT_BITS
+
+    @property
+    def q_group_size(self) -> int:
+        return self.group_size or DEFAULT_GROUP_SIZE
+
+    @property
     def output(self) -> Path:
-        return self.paths.models_dir / f"{self.name}-MLX-{self.bits}bit"
+        """Where a conversion goes."""
+        return self.paths.models_dir / f"{self.name}-MLX-{self.q_bits}bit"
+
+    @property
+    def installed(self) -> Path:
+        """Where an MLX source installed as is goes: its own name."""
+        return self.paths.models_dir / self.name
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="./convert-model.sh", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="Hugging Face repo id or local directory")
-    p.add_argument("--bits", type=int, choices=(4, 6, 8), default=4,
-                   help="bits per weight (default: 4)")
-    p.add_argument("--group-size", type=int, choices=(32, 64, 128), default=64,
-                   help="weights per quantization group (default: 64)")
-    p.add_argument("--name", help="output name before -MLX-<bits>bit (default: the last part "
-                                  "of SOURCE)")
+    p.add_argument("--bits", type=int, choices=(4, 6, 8),
+                   help=f"bits per weight (default: {DEFAULT_BITS}; an MLX source keeps its own, "
+                        "and a --bits that differs is refused)")
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128),
+                   help=f"weights per quantization group (default: {DEFAULT_GROUP_SIZE}; an MLX "
+                        "source keeps its own)")
+    p.add_argument("--name", help="output name: the part before -MLX-<bits>bit for a conversion, "
+                                  "the whole directory name for an MLX source (default: the "
+                                  "last part of SOURCE)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output directory (only once the new one is complete)")
     p.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip loading the result and generating a few tokens (for converting "
-                        "on a machine too small to run the model)")
+                   help="skip loading the result and generating a few tokens, and for an MLX "
+                        "source the memory check (for preparing a model on a machine too "
+                        "small to run it)")
     return p
 
 
@@ -88,11 +121,6 @@ def mlx_lm_version() -> str:
     return __version__
 
 
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split()).rstrip(".") or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_architecture(config: dict) -> None:
     """UserError unless the installed mlx-lm has a model class for config."""
     from mlx_lm.utils import _get_classes  # how mlx-lm itself picks the class
@@ -111,147 +139,152 @@ def run_converter(source: Path, dest: Path, s: ConvertSettings) -> None:
 
     try:
         # No quant_predicate: mlx-lm then uses the model's own (MiniMax: 8-bit gates).
-        convert(str(source), str(dest), quantize=True, q_bits=s.bits, q_group_size=s.group_size)
+        convert(str(source), str(dest), quantize=True, q_bits=s.q_bits,
+                q_group_size=s.q_group_size)
     except Exception as e:  # noqa: BLE001 - mlx-lm raises plain errors; say it in one line
-        raise UserError(f"mlx-lm could not convert {s.source}: {_one_line(e)}; check that the "
+        raise UserError(f"mlx-lm could not convert {s.source}: {one_line(e)}; check that the "
                         "checkpoint is complete and of a supported architecture.") from None
 
 
-def sample(path: Path) -> str:
-    """Load the converted model and generate a few tokens."""
-    from mlx_lm import generate, load
-
+def check_fits(config: dict, weight_bytes: int, s: ConvertSettings) -> None:
+    """UserError with the memory plan's sentence when the model cannot run
+    on this machine with the server's settings (flags aside: environment,
+    server.toml, defaults)."""
     try:
-        model, tokenizer = load(str(path))
-        prompt = "Hello"
-        if getattr(tokenizer, "chat_template", None):
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}],
-                                                   add_generation_prompt=True)
-        return generate(model, tokenizer, prompt=prompt, max_tokens=SAMPLE_TOKENS)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"the converted model did not load and generate ({_one_line(e)}); "
-                        "nothing was kept. Run again with --no-verify to keep it anyway.") from None
+        memory_plan = importlib.import_module(f"{__package__}.memory_plan")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.memory_plan":
+            raise
+        return  # this version has no memory plan yet
+    check = getattr(memory_plan, "check_model_fits", None)
+    if check is not None:
+        from . import config as server_config
+
+        check(config, weight_bytes, server_config.load(paths=s.paths))
 
 
 # -- steps ---------------------------------------------------------------------
 
 
-class Steps:
-    """Numbered progress lines with the time each step took."""
-
-    def __init__(self, total: int):
-        self.total, self.n, self.started = total, 0, time.monotonic()
-
-    def __call__(self, text: str) -> None:
-        self.n += 1
-        print(f"[{self.n}/{self.total}] {text}", flush=True)
-
-    def elapsed(self) -> str:
-        return f"{time.monotonic() - self.started:.1f}s"
-
-
-def _clean_stale(out: Path) -> None:
-    """Remove partial outputs of conversions that died (killed, power cut)."""
-    for partial in out.parent.glob(f".{out.name}.partial-*"):
-        try:
-            os.kill(int(partial.name.rsplit("-", 1)[1]), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(partial, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, someone else's
-
-
-def resolve(s: ConvertSettings, step: Steps) -> Source:
+def inspect(s: ConvertSettings, step: Steps, api=None) -> Source | HubRepo:
+    """The checked source: a local directory (the user's, or a complete
+    download in the Hugging Face cache), or what the Hub says about a repo
+    not downloaded yet. Nothing large is fetched."""
     spec = s.source
     if not model_source.looks_like_hub_id(spec):
         step(f"checking {spec}")
         # A path on the command line is relative to where the user is.
         src = model_source.local(spec, Path(spec).expanduser().resolve())
-        check_architecture(src.config)
-        return src
-    from . import hub_download
-
-    step(f"looking up {spec} on the Hugging Face Hub")
-
-    def approve(config: dict, download: int, params: int | None) -> None:
-        if not config.get("model_type"):
+    elif (path := hub_download.cached(spec, s.revision, api)) is not None:
+        step(f"checking the cached download of {spec} in {path}")
+        src = model_source.local(spec, path, hub_id=spec)
+    else:
+        step(f"looking up {spec} on the Hugging Face Hub")
+        src = hub_download.lookup(spec, s.revision, api)
+        if not src.config.get("model_type"):
             raise UserError(f"{spec}'s config.json has no model_type; it is not a model mlx-lm "
                             "can convert.")
-        check_architecture(config)
-        needed = download
-        if params and _same_filesystem(hub_download.cache_dir(), s.paths.models_dir):
-            needed += model_source.estimate_output_bytes(params, s.bits, s.group_size)
-        model_source.check_free_space(hub_download.cache_dir(), needed,
-                                      f"downloading {spec} ({human_bytes(download)})")
+    check_architecture(src.config)
+    return src
 
-    path = hub_download.fetch(spec, s.revision, approve)
-    return model_source.local(spec, path, hub_id=spec)
+
+def mlx_quantization(src: Source | HubRepo, api=None) -> dict | None:
+    """The source's own quantization if it is already an MLX model, else None."""
+    if isinstance(src, Source):
+        return src.mlx_quantization
+    quant = model_source.mlx_quantization(src.config)
+    if quant and model_source.has_mlx_layout(hub_download.tensor_names(src, api)):
+        return quant
+    return None
 
 
 def _count(n: int) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
-def _same_filesystem(a: Path, b: Path) -> bool:
-    def dev(p: Path) -> int:
-        while not p.exists():
-            p = p.parent
-        return p.stat().st_dev
-
-    return dev(a) == dev(b)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+def _download_checkpoint(s: ConvertSettings, repo: HubRepo, api=None) -> Source:
+    """Download a checkpoint to convert into the Hugging Face cache, once
+    there is room for it (and for the result, on the same filesystem)."""
+    cache = hub_download.cache_dir()
+    needed = repo.download_bytes
+    if repo.parameters and same_filesystem(cache, s.paths.models_dir):
+        needed += model_source.estimate_output_bytes(repo.parameters, s.q_bits, s.q_group_size)
+    model_source.check_free_space(cache, needed, f"downloading {repo.repo_id} "
+                                                 f"({human_bytes(repo.download_bytes)})")
+    path = hub_download.download(repo, api=api)
+    return model_source.local(repo.repo_id, path, hub_id=repo.repo_id)
 
 
-def convert_model(s: ConvertSettings) -> tuple[Path, str | None]:
+def convert_model(s: ConvertSettings, src: Source | HubRepo, step: Steps,
+                  api=None) -> tuple[Path, str | None]:
     """Convert, check and move into place; return the output and the sample
     text. Raises UserError, leaving no output, on any failure."""
     out = s.output
-    if out.exists() and not s.force:
-        raise UserError(f"{out} already exists; pass --force to replace it, or --name to pick "
-                        "another name.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
-    step = Steps(4 if s.verify else 3)
-    src = resolve(s, step)
-    estimate = model_source.estimate_output_bytes(src.parameters, s.bits, s.group_size)
-    model_source.check_free_space(out.parent, estimate, f"the {s.bits}-bit model")
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    check_target(out, s.force)
+    if isinstance(src, HubRepo):
+        src = _download_checkpoint(s, src, api)
+    estimate = model_source.estimate_output_bytes(src.parameters, s.q_bits, s.q_group_size)
+    model_source.check_free_space(out.parent, estimate, f"the {s.q_bits}-bit model")
+    tmp = partial_dir(out)
     try:
-        step(f"converting {_count(src.parameters)} weights to {s.bits} bits (group size "
-             f"{s.group_size}, about {human_bytes(estimate)}) with mlx-lm {mlx_lm_version()}")
+        step(f"converting {_count(src.parameters)} weights to {s.q_bits} bits (group size "
+             f"{s.q_group_size}, about {human_bytes(estimate)}) with mlx-lm {mlx_lm_version()}")
         run_converter(src.path, tmp, s)
-        text = None
-        if s.verify:
-            step(f"loading the result and generating {SAMPLE_TOKENS} tokens")
-            text = sample(tmp)
-        step(f"moving it into place after {step.elapsed()}")
-        _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out, text
+    return out, finish(tmp, out, step, s.verify, "converted")
+
+
+def _check_agrees(s: ConvertSettings, quant: dict) -> None:
+    """An MLX source is installed as is: a --bits or --group-size asking for
+    something else cannot be honoured."""
+    for flag, asked, has in (("--bits", s.bits, quant["bits"]),
+                             ("--group-size", s.group_size, quant["group_size"])):
+        if asked is not None and asked != has:
+            raise UserError(
+                f"{s.source} is already an MLX model quantized at {quant['bits']} bits (group "
+                f"size {quant['group_size']}) and is installed as is, so {flag} {asked} cannot "
+                f"apply; drop {flag}, or convert the full-precision checkpoint with {flag} "
+                f"{asked}.")
+
+
+def install_model(s: ConvertSettings, src: Source | HubRepo, quant: dict, step: Steps,
+                  api=None) -> tuple[Path, str | None]:
+    """Install an MLX source as is into local-models/<name>; return the
+    output and the sample text. Checks the flags, the target and the memory
+    plan before anything is downloaded or copied."""
+    _check_agrees(s, quant)
+    print(f"  already MLX ({quant['bits']} bits, group size {quant['group_size']}): installed as "
+          "is, no conversion", flush=True)
+    out = s.installed
+    check_target(out, s.force)
+    if s.verify:
+        check_fits(src.config, src.weight_bytes, s)
+    if isinstance(src, HubRepo):
+        return out, model_install.from_hub(src, out, step, s.verify, api)
+    return out, model_install.from_local(src, out, step, s.verify)
+
+
+def run(s: ConvertSettings, api=None) -> tuple[str, Path, str | None]:
+    """Convert s.source, or install it as is when it is already MLX; return
+    ('converted' or 'installed', the output directory, the sample text).
+    `api` is the HfApi-like object for Hub calls (default: a real HfApi)."""
+    step = Steps(4 if s.verify else 3)
+    src = inspect(s, step, api)
+    quant = mlx_quantization(src, api)
+    if quant is None:
+        return ("converted", *convert_model(s, src, step, api))
+    return ("installed", *install_model(s, src, quant, step, api))
 
 
 # -- report --------------------------------------------------------------------
 
 
-def disk_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def quantization_summary(config: dict) -> str:
     """'4 bits, group size 64; 2 layers at 8 bits (e.g. ...gate)' from the
     output config.json: what the quantization predicate decided."""
-    q = config.get("quantization") or {}
+    q = model_source.mlx_quantization(config) or {}
     text = f"{q.get('bits')} bits, group size {q.get('group_size')}"
     special = {k: v for k, v in q.items() if isinstance(v, dict)}
     kept = sorted(k for k, v in q.items() if v is False)
@@ -263,13 +296,13 @@ def quantization_summary(config: dict) -> str:
     return text
 
 
-def report(s: ConvertSettings, out: Path, text: str | None) -> None:
+def report(s: ConvertSettings, done: str, out: Path, text: str | None) -> None:
     config = json.loads((out / "config.json").read_text("utf-8"))
     try:
         shown = out.relative_to(s.paths.home)
     except ValueError:
         shown = out
-    print(f"\nconverted: {shown} ({human_bytes(disk_size(out))} on disk)")
+    print(f"\n{done + ':':<10} {shown} ({human_bytes(disk_size(out))} on disk)")
     print(f"quantized: {quantization_summary(config)}")
     if text is not None:
         print(f"sample:    {text!r}")
@@ -281,6 +314,6 @@ def report(s: ConvertSettings, out: Path, text: str | None) -> None:
 @reported
 def main(argv: list[str] | None = None) -> int:
     s = settings_from(list(argv or []))
-    out, text = convert_model(s)
-    report(s, out, text)
+    done, out, text = run(s)
+    report(s, done, out, text)
     return 0

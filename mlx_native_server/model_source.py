@@ -2,8 +2,9 @@
 Hub repository downloaded into the Hugging Face cache.
 
 Checks that need no model loading happen here, before any conversion:
-config.json, the weight files, a tokenizer, free disk space. The sizes are
-plain arithmetic over the safetensors headers.
+config.json, the weight files, a tokenizer, free disk space, and whether the
+source is already MLX (then it is installed as is). Sizes and tensor names
+come from the safetensors headers alone.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class Source:
     hub_id: str | None
     config: dict
     parameters: int
+    weights: tuple[Path, ...] = ()
+    # {"bits": .., "group_size": ..} when it is already an MLX quantized model.
+    mlx_quantization: dict | None = None
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.weights)
 
 
 def looks_like_hub_id(spec: str) -> bool:
@@ -100,25 +108,58 @@ def check_tokenizer(path: Path) -> None:
                         "tokenizer files of the original model into it and run again.")
 
 
-def count_parameters(files: list[Path]) -> int:
-    """Number of weights in the safetensors files, from their headers alone
-    (8-byte little-endian length, then a JSON table of tensors)."""
-    total = 0
+def safetensors_header(file: Path) -> dict:
+    """The JSON table of a safetensors file (8-byte little-endian length,
+    then the JSON), without reading any weights."""
+    try:
+        with file.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            return json.loads(f.read(length))
+    except (OSError, ValueError, struct.error) as e:
+        raise UserError(f"{file} is not a readable safetensors file ({e}); "
+                        "download it again.") from None
+
+
+def tensors(files: list[Path]) -> dict[str, dict]:
+    """Every tensor's header entry (dtype, shape), by name, over all files."""
+    found: dict[str, dict] = {}
     for file in files:
-        try:
-            with file.open("rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-        except (OSError, ValueError, struct.error) as e:
-            raise UserError(f"{file} is not a readable safetensors file ({e}); "
-                            "download it again.") from None
-        for name, info in header.items():
-            if name != "__metadata__":
-                n = 1
-                for d in info.get("shape", []):
-                    n *= d
-                total += n
+        found.update((k, v) for k, v in safetensors_header(file).items() if k != "__metadata__")
+    return found
+
+
+def count_parameters(files: list[Path]) -> int:
+    """Number of weights in the safetensors files, from their headers alone."""
+    return _parameters(tensors(files))
+
+
+def _parameters(found: dict[str, dict]) -> int:
+    total = 0
+    for info in found.values():
+        n = 1
+        for d in info.get("shape", []):
+            n *= d
+        total += n
     return total
+
+
+def mlx_quantization(config: dict) -> dict | None:
+    """The quantization config.json declares in MLX's form (`quantization`,
+    or `quantization_config` holding bits and group_size), else None.
+    GPTQ, AWQ, FP8 and the like name a `quant_method`: they are not MLX."""
+    for key in ("quantization", "quantization_config"):
+        q = config.get(key)
+        if (isinstance(q, dict) and "quant_method" not in q
+                and isinstance(q.get("bits"), int) and isinstance(q.get("group_size"), int)):
+            return q
+    return None
+
+
+def has_mlx_layout(names) -> bool:
+    """Whether the tensor names hold a linear quantized MLX's way: `X.scales`
+    beside the packed `X.weight` (GPTQ and AWQ pack into `X.qweight`)."""
+    names = set(names)
+    return any(n.endswith(".scales") and n[: -len("scales")] + "weight" in names for n in names)
 
 
 def estimate_output_bytes(parameters: int, bits: int, group_size: int) -> int:
@@ -148,4 +189,7 @@ def local(spec: str, path: Path, hub_id: str | None = None) -> Source:
     config = read_config(path)
     files = weight_files(path)
     check_tokenizer(path)
-    return Source(spec, path, hub_id, config, count_parameters(files))
+    found = tensors(files)
+    parameters = _parameters(found)
+    quant = mlx_quantization(config) if has_mlx_layout(found) else None
+    return Source(spec, path, hub_id, config, parameters, tuple(files), quant)
