@@ -29,6 +29,9 @@ EXIT_OK, EXIT_SERVER, EXIT_USAGE = 0, 1, 2
 CHARS_PER_TOKEN = 4  # English prose averages about 4 characters per BPE token
 TOOL_RESULT_TOKENS = 300  # the synthetic tool result an agent turn appends
 START_HINT = "start it with ./start-server.sh or pass --base-url"
+MODEL_HINT = ("pass the server's /v1 address as --base-url, or name the model with "
+              "--model ID (which skips the model list)")
+NOT_FOUND_HINT = "check --base-url (the server's /v1 address) and --model"
 # Delta fields that carry a generated token: MiniMax reasons before it answers.
 TOKEN_KEYS = ("content", "reasoning_content", "reasoning", "tool_calls")
 
@@ -274,7 +277,9 @@ class Client:
         if settings.api_key:
             self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
 
-    def _request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, hint: str = "", **kwargs) -> requests.Response:
+        """The response to one request. An error status becomes a BenchError (exit 2
+        for a 404) whose message ends in `hint`, if given."""
         url, timeout = self.settings.base_url.rstrip("/") + path, self.settings.timeout
         try:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
@@ -289,15 +294,21 @@ class Client:
                 detail = message_of(resp.json())
             except ValueError:
                 detail = resp.text.strip()[:200] or resp.reason
-            raise BenchError(f"the server answered {resp.status_code} to {method} {url}: {detail}")
+            message = f"the server answered {resp.status_code} to {method} {url}: {detail}"
+            if resp.status_code == 404:  # a wrong address or a model it does not serve
+                raise BenchError(f"{message}; {hint or NOT_FOUND_HINT}", EXIT_USAGE)
+            raise BenchError(f"{message}; {hint}" if hint else message)
         return resp
 
     def model_ids(self) -> list[str]:
+        """The ids GET /models lists; BenchError (suggesting --model) if it has no such list."""
+        url = f"{self.settings.base_url.rstrip('/')}/models"
         try:
-            return [model["id"] for model in self._request("GET", "/models").json()["data"]]
-        except (ValueError, KeyError, TypeError):
-            raise BenchError(f"{self.settings.base_url}/models is not an OpenAI model list; "
-                             "pass the server's /v1 address as --base-url", EXIT_USAGE) from None
+            models = self._request("GET", "/models", hint=MODEL_HINT).json()["data"]
+            return [model["id"] for model in models]
+        except (ValueError, KeyError, TypeError, requests.RequestException):
+            raise BenchError(f"{url} is not an OpenAI model list; {MODEL_HINT}",
+                             EXIT_USAGE) from None
 
     def chat(self, model: str, messages: list[dict], tools: list[dict] | None = None) -> Sample:
         """Stream one chat completion (temperature 0, seeded) and measure it."""
@@ -334,16 +345,19 @@ Progress = Callable[[str], None]
 
 
 def pick_model(client: Client, settings: Settings) -> str:
-    """The --model id, checked against /v1/models, or else the first id listed there."""
-    ids, url = client.model_ids(), settings.base_url
-    if settings.model is None and not ids:
-        raise BenchError(f"{url}/models lists no model; pass one with --model", EXIT_USAGE)
-    if settings.model is None:
-        return ids[0]
-    if ids and settings.model not in ids:
-        raise BenchError(f"model '{settings.model}' (from --model) is not served at {url}; "
-                         f"it serves: {', '.join(ids)}", EXIT_USAGE)
-    return settings.model
+    """The --model id as given, or else the first id GET /v1/models lists.
+
+    --model never consults /v1/models: some servers' lists are broken or name
+    other ids than the ones they answer to (mlx-lm's own server lists its
+    Hugging Face cache and fails without one), so the chat endpoint decides.
+    """
+    if settings.model is not None:
+        return settings.model
+    ids = client.model_ids()
+    if not ids:
+        raise BenchError(f"{settings.base_url}/models lists no model; pass one with --model",
+                         EXIT_USAGE)
+    return ids[0]
 
 
 def run_simple(client: Client, model: str, settings: Settings, progress: Progress) -> dict:
@@ -452,10 +466,13 @@ EXAMPLES = """examples:
   ./bench-local.py --scenario agent      replay an 8-turn coding-agent session
   ./bench-local.py --scenario agent --side-requests --json agent.json
   ./bench-local.py --server-pid 4242     also record the server's memory (RSS)
+  ./bench-local.py --base-url http://localhost:8080/v1 --model default_model
+                                         mlx-lm's own server, whose /v1/models may fail
 
 Prompt sizes are approximate (about 4 characters per token, no tokenizer); the
 tables show the token counts the server reports. Progress goes to stderr.
-Exit codes: 0 done, 1 the server answered an error, 2 unreachable server or bad usage."""
+Exit codes: 0 done, 1 the server answered an error, 2 unreachable server, a 404
+(wrong --base-url or --model) or bad usage."""
 
 
 def positive(text: str) -> int:
@@ -472,7 +489,8 @@ def parse_args(argv: list[str] | None) -> Settings:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--base-url", default=d.base_url, help="the server's /v1 address (default %(default)s)")
-    add("--model", help="model id (default: the first id of /v1/models)")
+    add("--model", help="model id, sent as is without asking /v1/models "
+        "(default: the first id /v1/models lists)")
     add("--api-key", help="sent as 'Authorization: Bearer KEY'")
     add("--scenario", choices=["simple", "agent"], default=d.scenario,
         help="simple: --runs cold requests; agent: replay a coding-agent session (default simple)")

@@ -123,6 +123,7 @@ class FakeHandler(BaseHTTPRequestHandler):
     """An HTTP/1.0 OpenAI-style server: un-chunked SSE with a keep-alive comment."""
 
     prompts: list[int] = []
+    answers_to = ("fake-model", "x")
 
     def log_message(self, *args):
         pass
@@ -143,6 +144,8 @@ class FakeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if body["model"] == "broken-model":
             return self.send_json(500, {"error": {"message": "engine exploded"}})
+        if body["model"] not in self.answers_to:
+            return self.send_json(404, {"error": {"message": f"model '{body['model']}' not found"}})
         prompt = len(json.dumps(body["messages"])) // 4
         cached = self.prompts[-1] if self.prompts else 0
         self.prompts.append(prompt)
@@ -163,15 +166,20 @@ class FakeHandler(BaseHTTPRequestHandler):
         time.sleep(then_sleep)
 
 
-@pytest.fixture
-def fake_url():
-    FakeHandler.prompts = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeHandler)
+def serve(handler: type[BaseHTTPRequestHandler]):
+    """Serve `handler` on a free loopback port; yield its /v1 address."""
+    handler.prompts = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}/v1"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def fake_url():
+    yield from serve(FakeHandler)
 
 
 def test_first_token_is_timed_when_it_arrives_not_when_the_stream_ends(fake_url, tmp_path):
@@ -185,10 +193,60 @@ def test_first_token_is_timed_when_it_arrives_not_when_the_stream_ends(fake_url,
         assert run["decode_tps"] == pytest.approx(3 / DECODE_PAUSE, rel=0.5)
 
 
-def test_unknown_model_names_the_served_ones(fake_url):
+def test_a_model_the_server_does_not_serve_exits_2_with_its_404(fake_url):
     result = run_bench("--base-url", fake_url, "--model", "nope", timeout=60)
     assert result.returncode == 2
-    assert "model 'nope'" in result.stderr and "fake-model" in result.stderr
+    assert "404" in result.stderr and "model 'nope' not found" in result.stderr
+    assert "--model" in result.stderr and "Traceback" not in result.stderr
+
+
+class BrokenModelsHandler(FakeHandler):
+    """A server whose GET /v1/models fails, as mlx-lm's own does without a
+    Hugging Face cache folder (it sends 200, then its handler raises), while
+    its chat endpoint works."""
+
+    gets: list[str] = []
+
+    def do_GET(self):
+        self.gets.append(self.path)
+        if self.path.endswith("/cut-off/models"):
+            self.send_response(200)  # headers sent, then the handler crashed: no body
+            self.end_headers()
+            return
+        data = b"CacheNotFound: Cache directory not found"
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def broken_models_url():
+    BrokenModelsHandler.gets = []
+    yield from serve(BrokenModelsHandler)
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/cut-off"])
+def test_model_flag_skips_a_broken_model_list(broken_models_url, prefix, tmp_path):
+    """Regression: `--model ID` exited 2 against mlx-lm's server because its
+    /v1/models crashed; with --model the benchmark goes straight to the chat."""
+    base_url = broken_models_url.removesuffix("/v1") + prefix
+    out = tmp_path / "simple.json"
+    result = run_bench("--base-url", base_url, "--model", "x", "--runs", "1",
+                       "--json", str(out), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "model x" in result.stdout and "TTFT (s)" in result.stdout
+    assert json.loads(out.read_text())["runs"][0]["completion_tokens"] == 4
+    assert BrokenModelsHandler.gets == []
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/cut-off"])
+def test_without_model_flag_a_broken_model_list_says_to_pass_one(broken_models_url, prefix):
+    base_url = broken_models_url.removesuffix("/v1") + prefix
+    result = run_bench("--base-url", base_url, timeout=60)
+    assert result.returncode == (1 if prefix == "/v1" else 2)
+    assert "/models" in result.stderr and "--model ID" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_server_error_exits_1_with_its_message(fake_url):
