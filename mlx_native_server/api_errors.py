@@ -22,20 +22,28 @@ _ANTHROPIC_TYPES = {
 # Anthropic names its error types by status; these win over the mapping above.
 _ANTHROPIC_BY_STATUS = {401: "authentication_error", 403: "permission_error",
                         404: "not_found_error", 413: "request_too_large",
-                        429: "rate_limit_error", 529: "overloaded_error"}
+                        429: "rate_limit_error", 500: "api_error", 503: "api_error",
+                        529: "overloaded_error"}
+
+
+def flavor_of(path: str) -> str:
+    """The error shape a path's clients read: Anthropic's under /v1/messages."""
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
 class ApiError(Exception):
     """An error answered to the client with `status` (never a traceback)."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+                 code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.code = code
         self.param = param
+        self.headers = headers or {}
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:

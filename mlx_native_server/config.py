@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import UserError
+from .key_file import read_key
 from .paths import Paths
 
 try:  # Python 3.11+
@@ -46,6 +47,16 @@ def parse_size(text: Any) -> int:
     if i == 0 or s[i:] not in _SIZE_UNITS:
         raise ValueError("a size, such as 8GB or 512MiB")
     return int(float(s[:i]) * _SIZE_UNITS[s[i:]])
+
+
+def parse_size_or_auto(text: Any) -> Any:
+    """'auto' (left for the memory plan to decide) or a size, as parse_size."""
+    if isinstance(text, str) and text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise ValueError("a size, such as 8GB or 512MiB, or auto") from None
 
 
 def human_size(n: int) -> str:
@@ -166,9 +177,11 @@ KEYS: tuple[Key, ...] = (
         "prefix, side requests), within prompt_cache_bytes; 0 keeps none. "
         "CACHE.md explains the policy.",
         check=_non_negative, check_text="0 or more"),
-    Key("prompt_cache_bytes", parse_size, parse_size("16GiB"),
-        "Memory budget of the prompt cache (e.g. 8GB, 512MiB); 0 means no byte limit.",
-        check=_non_negative, check_text="0 or more bytes"),
+    Key("prompt_cache_bytes", parse_size_or_auto, "auto",
+        "Memory budget of the prompt cache (e.g. 8GB, 512MiB); 0 means no byte "
+        "limit; auto takes what the memory plan leaves, up to 16GiB "
+        "(KV_CACHE_QUANTIZATION.md, Memory plan).",
+        check=lambda v: v == "auto" or v >= 0, check_text="auto, or 0 or more bytes"),
     Key("prompt_cache_disk", parse_bool, True,
         "Write prompt KV states evicted from memory, and the live ones at a clean "
         "stop, to prompt_cache_dir, and reuse them, also after a restart."),
@@ -178,6 +191,12 @@ KEYS: tuple[Key, ...] = (
     Key("prompt_cache_disk_bytes", parse_size, parse_size("32GiB"),
         "Size cap of the on-disk prompt cache; the least useful entries go first.",
         check=_positive, check_text="more than 0 bytes"),
+    Key("memory_limit", parse_size_or_auto, "auto",
+        "Memory the server may use (e.g. 96GB), instead of what start measures: "
+        "on macOS the GPU's wired limit, on CUDA the GPU's memory, on Linux the "
+        "available RAM. Start refuses settings that do not fit (--plan prints "
+        "the plan).",
+        check=lambda v: v == "auto" or v > 0, check_text="auto, or more than 0 bytes"),
     Key("temperature", _float, 1.0,
         "Default sampling temperature (MiniMax recommends 1.0).",
         check=_non_negative, check_text="0 or more"),
@@ -189,9 +208,22 @@ KEYS: tuple[Key, ...] = (
         check=_positive, check_text="a number above 0"),
     Key("api_key", _str, "",
         "If set, every request must carry it as 'Authorization: Bearer KEY' or "
-        "'x-api-key: KEY'."),
+        "'x-api-key: KEY'. As a flag (--api-key) it is visible to every local "
+        "user in `ps`: prefer api_key_file or MLX_NATIVE_SERVER_API_KEY."),
+    Key("api_key_file", _str, "",
+        "Path of a file whose first line is the API key (relative paths are from "
+        "the project directory), read when the server starts; keep it readable by "
+        "you only (chmod 600). Empty means none; cannot be combined with api_key."),
     Key("allowed_origins", _str, "",
-        "Comma-separated origins allowed by CORS; empty sends no CORS headers."),
+        "Comma-separated web origins (e.g. https://app.example) whose pages may "
+        "call the API, with CORS headers; '*' allows any. Loopback origins "
+        "(http://localhost:PORT, http://127.0.0.1:PORT) are always allowed; a "
+        "request from any other Origin is refused with 403."),
+    Key("allowed_hosts", _str, "",
+        "Comma-separated extra host names the server answers to in the Host "
+        "header, besides loopback names, IP addresses and the bound host; '*' "
+        "allows any. Other names get 403, so a web page cannot reach the server "
+        "by DNS rebinding."),
     Key("log_dir", _str, "logs", "Directory of the log files."),
     Key("log_level", lambda v: _str(v).upper(), "INFO", "Log level.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -201,14 +233,17 @@ KEYS: tuple[Key, ...] = (
     Key("log_backups", _int, 3, "Rotated log files kept.",
         check=_non_negative, check_text="0 or more"),
     Key("max_pending", _int, 8,
-        "Requests allowed to wait for the engine; more are refused (429 for "
-        "OpenAI clients, 529 overloaded_error for Anthropic ones).",
+        "Requests allowed to wait for the engine while it is busy with others; "
+        "more are refused at once (429 for OpenAI clients, 529 overloaded_error "
+        "for Anthropic ones, both with Retry-After).",
         check=_positive, check_text="a number above 0"),
     Key("max_body_bytes", parse_size, parse_size("64MiB"),
         "Largest request body accepted.", check=_positive,
         check_text="more than 0 bytes"),
     Key("request_timeout", _float, 30.0,
-        "Seconds a client may take to send its request before it is dropped.",
+        "Deadline in seconds for receiving a whole request (headers and body) "
+        "from its first byte; a client still sending then gets 408 and is "
+        "disconnected, however steadily it drips.",
         check=_positive, check_text="more than 0 seconds"),
     Key("keepalive_interval", _float, 5.0,
         "Seconds of silence after which a stream gets a keep-alive.",
@@ -335,7 +370,23 @@ def load(
             continue
         values[key.name] = key.convert(raw, origin)
         origins[key.name] = origin
+    _api_key_from_file(values, origins, paths)
     return Settings(values=values, origins=origins, paths=paths.with_log_dir(values["log_dir"]))
+
+
+def _api_key_from_file(values: dict[str, Any], origins: dict[str, str], paths: Paths) -> None:
+    """Fill api_key from api_key_file, so the rest of the code reads one
+    settings.api_key whichever way the key was given."""
+    name = values["api_key_file"]
+    if not name:
+        return
+    where = f"api_key_file = {name!r} ({origins['api_key_file']})"
+    if values["api_key"]:
+        raise UserError(f"api_key ({origins['api_key']}) and {where} are both set; "
+                        "keep one of them (api_key_file keeps the key out of `ps`).")
+    path = paths.resolve(name)
+    values["api_key"] = read_key(path, where)
+    origins["api_key"] = f"read from {path} (api_key_file)"
 
 
 def describe(settings: Settings) -> str:
@@ -346,7 +397,7 @@ def describe(settings: Settings) -> str:
         value = settings.values[key.name]
         if key.name == "api_key" and value:
             value = "(set)"
-        elif key.parse is parse_size:
+        elif key.parse in (parse_size, parse_size_or_auto) and isinstance(value, int):
             value = human_size(value)
         lines.append(f"{key.name:<{width}} = {value!r:<40} # {settings.origins[key.name]}")
     return "\n".join(lines)

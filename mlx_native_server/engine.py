@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import threading
 import time
 from queue import Empty as QueueEmpty
@@ -40,6 +41,11 @@ from .watchdog import EngineActivity
 log = logging.getLogger("mlx_native_server.engine")
 
 DEFAULT_MODEL = "default_model"  # upstream's alias for the model given at start
+
+
+class MemoryExhausted(Exception):
+    """A request's KV cache and prefill would not fit the memory plan's limit,
+    even with the prompt cache spilled to disk."""
 
 
 class ContextOverflow(Exception):
@@ -123,12 +129,42 @@ def kv_quantization_works(bits: int, group_size: int, head_dim: int) -> bool:
         return False
 
 
+def _vocab_size(model_dir) -> int | None:
+    try:
+        return int(json.loads((model_dir / "config.json").read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _head_dim(model_dir) -> int:
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
         return 128
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int) -> int:
+    """Make room for a request under the memory plan's limit: while it would
+    not fit (memory_plan.request_fits, with the bytes mlx holds now), spill
+    half of what the prompt cache holds to disk. Returns the bytes spilled;
+    raises MemoryExhausted when nothing is left to spill and it still does
+    not fit."""
+    from .memory_plan import request_fits
+
+    spilled = 0
+    while not request_fits(plan, mx.get_active_memory(), prompt_tokens, max_tokens):
+        spill = getattr(store, "spill", None)
+        freed = spill(max(store.nbytes // 2, 1)) if spill is not None and store.nbytes else 0
+        if not freed:
+            raise MemoryExhausted(
+                f"{prompt_tokens} prompt tokens plus up to {max_tokens} more need more memory "
+                f"than the plan's limit leaves ({mx.get_active_memory() / 1e9:.2f} GB in use of "
+                f"{plan.limit / 1e9:.2f} GB)")
+        mx.clear_cache()
+        spilled += freed
+        log.info("memory: spilled %d bytes of prompt cache to fit a request", freed)
+    return spilled
 
 
 class _ScriptProcessor:
@@ -171,16 +207,38 @@ class _NoLogprob:
 _NO_LOGPROB = _NoLogprob()
 
 
+def repair_random_state() -> bool:
+    """Reseed mlx's global random key if it no longer evaluates; True if it had to.
+
+    An exception raised while the sampler runs (inside mlx-lm's compiled
+    categorical sampling, whose state is `mx.random.state`) leaves that key
+    an array without a primitive: every later sampled generation then fails
+    with "[eval] Attempting to eval an array without a primitive"."""
+    try:
+        mx.eval(mx.random.state)
+        return False
+    except Exception:
+        mx.random.seed(int.from_bytes(os.urandom(8), "little"))
+        log.warning("the random state was broken by a failed generation; reseeded it")
+        return True
+
+
 def _install_no_logprob_sync() -> None:
-    """Wrap the stream_generate upstream's one-request path calls (once)."""
+    """Wrap the stream_generate upstream's one-request path calls (once):
+    no per-token logprob sync, and a failed generation leaves the random
+    state usable for the next one (on the generation thread, before it runs)."""
     original = upstream.stream_generate
     if getattr(original, "_mns_wrapped", False):
         return
 
     def stream_generate(*args, **kwargs):
-        for response in original(*args, **kwargs):
-            response.logprobs = _NO_LOGPROB
-            yield response
+        try:
+            for response in original(*args, **kwargs):
+                response.logprobs = _NO_LOGPROB
+                yield response
+        except Exception:
+            repair_random_state()
+            raise
 
     stream_generate._mns_wrapped = True
     upstream.stream_generate = stream_generate
@@ -224,6 +282,7 @@ class _Generator(upstream.ResponseGenerator):
     exceeds it is refused, and max_tokens is clamped to what remains."""
 
     context_cap: int = 1 << 62  # set by Engine right after construction
+    memory_check = None  # (prompt_tokens, max_tokens) -> None; raises MemoryExhausted
 
     def _tokenize(self, tokenizer, request, args):
         # Upstream looks the prompt up (and later inserts it) right after
@@ -236,6 +295,8 @@ class _Generator(upstream.ResponseGenerator):
         if n_prompt >= self.context_cap:
             raise ContextOverflow(n_prompt, self.context_cap)
         args.max_tokens = min(args.max_tokens, self.context_cap - n_prompt)
+        if self.memory_check is not None:
+            self.memory_check(n_prompt, args.max_tokens)
         return result
 
 
@@ -309,6 +370,35 @@ class Engine:
         self._generator.context_cap = settings.max_tokens
         self._lock = threading.Lock()
         self.activity = EngineActivity()  # what the watchdog reads
+        self.vocab_size = _vocab_size(settings.model_path)
+        self.healthy = True  # False once a failure left the engine unusable (see recover)
+        self.memory_limit: int | None = None  # bytes the memory plan allows, once set
+
+    def recover(self) -> None:
+        """After a generation failed: put right what a failure can break, then
+        check that the engine still computes. If it does not, it is marked
+        unhealthy: /health answers 503 and the watchdog exits non-zero, so
+        the service manager restarts the server."""
+        try:
+            repair_random_state()
+            mx.eval(mx.arange(4) + 1)
+        except Exception:
+            log.exception("the engine cannot recover from the failure")
+            self.healthy = False
+
+    def guard_memory(self, plan) -> None:
+        """Before each prefill (on the generation thread): a request whose KV
+        cache could grow past the plan's limit first spills prompt-cache
+        entries to disk, then, if it still cannot fit, is refused with
+        MemoryExhausted instead of running mlx out of memory."""
+        self.memory_limit = plan.limit
+        store = self.prompt_cache
+        self._generator.memory_check = lambda prompt, most: fit_or_spill(plan, store, prompt, most)
+
+    @staticmethod
+    def active_memory() -> int:
+        """Bytes mlx holds for arrays now."""
+        return mx.get_active_memory()
 
     @staticmethod
     def _choose_kv_bits(settings: Settings) -> int | None:
@@ -422,7 +512,7 @@ class Engine:
             sampling=upstream.SamplingArguments(
                 temperature=s.temperature if r.temperature is None else r.temperature,
                 top_p=s.top_p if r.top_p is None else r.top_p,
-                top_k=s.top_k if r.top_k is None else r.top_k,
+                top_k=self._top_k(s.top_k if r.top_k is None else r.top_k),
                 min_p=r.min_p, xtc_probability=0.0, xtc_threshold=0.0,
             ),
             logits=upstream.LogitsProcessorArguments(
@@ -435,12 +525,19 @@ class Engine:
             num_draft_tokens=0,
             logprobs=False,
             top_logprobs=-1,
-            seed=r.seed,
+            seed=None if r.seed is None or r.seed < 0 else r.seed,  # -1: random, as llama.cpp clients say
             chat_template_kwargs=r.chat_template_kwargs,
         )
         if self.test_hooks and r.script is not None:
             args.script = r.script
         return args
+
+    def _top_k(self, top_k: int) -> int:
+        """mlx-lm's sampler takes 0 < top_k < vocabulary; a top-k of the whole
+        vocabulary or more keeps every token, which is top-k off (0)."""
+        if top_k < 0 or (self.vocab_size is not None and top_k >= self.vocab_size):
+            return 0
+        return top_k
 
     def text_state(self, ctx):
         """A fresh state of the reasoning/tool/normal text state machine."""

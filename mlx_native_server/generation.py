@@ -92,6 +92,11 @@ class Generation:
     def cancel(self) -> None:
         self.ctx.stop()
 
+    @property
+    def prompt_cache_count(self) -> int:
+        """Prompt tokens found in the prompt cache; -1 until the engine has looked."""
+        return self.ctx.prompt_cache_count
+
     def __iter__(self) -> Iterator[Delta]:
         try:
             yield from self._events()

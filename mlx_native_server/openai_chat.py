@@ -1,33 +1,23 @@
-"""OpenAI chat completions (`/v1/chat/completions`) and `/v1/models`.
+"""OpenAI chat completions (`/v1/chat/completions`): parser and encoder.
 
 Shaped as OpenCode's provider (`@ai-sdk/openai-compatible`) reads it:
 reasoning streamed as `reasoning_content`, each tool call's first delta with
 `id` and `function.name`, `finish_reason: "tool_calls"`, and with
 `stream_options.include_usage` a last chunk with `"choices": []` and usage.
+A stream that fails ends with `data: {"error": …}` then `data: [DONE]`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from .api_errors import bad_request, expect, expect_number
+from .api_errors import ApiError, bad_request, error_body, expect, expect_number
 from .engine import ChatRequest
-from .generation import Generation
-from .http_server import App, Handler, route
+from .generation import Delta, Generation
 from .reasoning import normalize_messages
-from .sse import ConnectionGuard, open_stream, while_queued
-
-SESSION_HEADERS = ("x-session-affinity", "x-session-id", "x-claude-code-session-id")
-
-
-@dataclass(frozen=True)
-class ChatOptions:
-    stream: bool
-    include_usage: bool
-    model: str
+from .streaming import Event, sse
 
 
 def _max_tokens(body: dict) -> int | None:
@@ -63,16 +53,8 @@ def _tools(body: dict) -> list[dict] | None:
     return tools
 
 
-def session_id(headers) -> str | None:
-    for name in SESSION_HEADERS:
-        if headers.get(name):
-            return headers.get(name)
-    return None
-
-
-def parse_chat(body: dict, app: App, headers) -> tuple[ChatRequest, ChatOptions]:
-    """Validate an OpenAI chat body into the engine's request (pure but for app's names)."""
-    app.check_model(body.get("model"))
+def parse_chat(body: dict) -> tuple[ChatRequest, bool, bool]:
+    """An OpenAI chat body -> (request, stream, include_usage). Pure."""
     n = expect(body, "n", int, default=1)
     if n != 1:
         raise bad_request("Only n = 1 is supported.", param="n")
@@ -89,12 +71,8 @@ def parse_chat(body: dict, app: App, headers) -> tuple[ChatRequest, ChatOptions]
         stop=_stop(body),
         seed=expect(body, "seed", int),
         chat_template_kwargs=expect(body, "chat_template_kwargs", dict),
-        session_id=session_id(headers),
     )
-    if app.test_hooks:
-        request.script = expect(body, "x_mns_script", str)
-    model = body.get("model") or app.settings.served_model_id
-    return request, ChatOptions(stream, bool(options.get("include_usage")), model)
+    return request, stream, bool(options.get("include_usage"))
 
 
 def usage_dict(gen: Generation) -> dict[str, Any]:
@@ -116,110 +94,70 @@ def _tool_call_dict(call, index: int | None = None) -> dict:
     return out
 
 
-class _Chunks:
-    """Builds the chunk objects of one streamed completion."""
+class ChatFrontEnd:
+    """One chat completion: stream chunks, or the whole completion at the end."""
 
-    def __init__(self, model: str):
+    flavor = "openai"
+
+    def __init__(self, model: str, stream: bool, include_usage: bool):
+        self.model, self.stream, self.include_usage = model, stream, include_usage
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.model = model
+        self._calls = 0
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: list[dict] = []
 
-    def chunk(self, delta: dict | None, finish: str | None = None, usage=None) -> dict:
+    def _chunk(self, delta: dict | None, finish: str | None = None, usage=None) -> Event:
         out = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                "model": self.model, "system_fingerprint": "mlx-native-server",
                "choices": [] if delta is None else
                [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         if usage is not None:
             out["usage"] = usage
-        return out
+        return None, out
 
+    def opening(self, gen: Generation) -> list[Event]:
+        return [self._chunk({"role": "assistant", "content": ""})]
 
-def _stream(h: Handler, gen: Generation, opts: ChatOptions) -> None:
-    chunks = _Chunks(opts.model)
-    stream = open_stream(h)
-    with ConnectionGuard(h.connection, gen.cancel, stream, h.app.settings.keepalive_interval):
-        stream.send(chunks.chunk({"role": "assistant", "content": ""}))
-        n_calls = 0
-        for d in gen:
-            if d.kind == "reasoning":
-                delta = {"reasoning_content": d.text}
-            elif d.kind == "text":
-                delta = {"content": d.text}
-            else:
-                delta = {"tool_calls": [_tool_call_dict(d.call, n_calls)]}
-                n_calls += 1
-            stream.send(chunks.chunk(delta))
-        stream.send(chunks.chunk({}, gen.finish_reason))
-        if opts.include_usage:
-            stream.send(chunks.chunk(None, usage=usage_dict(gen)))
-        stream.send("[DONE]")
-    stream.close()
+    def progress(self, gen: Generation) -> list[Event]:
+        return []
 
+    def feed(self, d: Delta) -> list[Event]:
+        if d.kind == "reasoning":
+            delta = {"reasoning_content": d.text}
+            self._reasoning.append(d.text)
+        elif d.kind == "text":
+            delta = {"content": d.text}
+            self._text.append(d.text)
+        else:
+            delta = {"tool_calls": [_tool_call_dict(d.call, self._calls)]}
+            self._tool_calls.append(_tool_call_dict(d.call))
+            self._calls += 1
+        return [self._chunk(delta)] if self.stream else []
 
-def _complete(h: Handler, gen: Generation, opts: ChatOptions) -> None:
-    text, reasoning, calls = [], [], []
-    with ConnectionGuard(h.connection, gen.cancel, None, h.app.settings.keepalive_interval) as guard:
-        for d in gen:
-            if d.kind == "reasoning":
-                reasoning.append(d.text)
-            elif d.kind == "text":
-                text.append(d.text)
-            else:
-                calls.append(_tool_call_dict(d.call))
-    if guard.gone:
-        h.close_connection = True
-        return
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if calls:
-        message["tool_calls"] = calls
-    chunks = _Chunks(opts.model)
-    h.send_json(200, {
-        "id": chunks.id, "object": "chat.completion", "created": chunks.created,
-        "model": opts.model, "system_fingerprint": "mlx-native-server",
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": gen.finish_reason}],
-        "usage": usage_dict(gen),
-    })
+    def closing(self, gen: Generation) -> list[Event]:
+        events = [self._chunk({}, gen.finish_reason)]
+        if self.include_usage:
+            events.append(self._chunk(None, usage=usage_dict(gen)))
+        return events + [(None, "[DONE]")]
 
+    def body(self, gen: Generation) -> dict:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None}
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if self._tool_calls:
+            message["tool_calls"] = self._tool_calls
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model, "system_fingerprint": "mlx-native-server",
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": gen.finish_reason}],
+            "usage": usage_dict(gen),
+        }
 
-@route("POST", "/v1/chat/completions", "/chat/completions")
-def chat_completions(h: Handler, body: dict) -> None:
-    request, opts = parse_chat(body, h.app, h.headers)
-    gen = h.app.start(request, "openai", waiting=while_queued(h, opts.stream))
-    try:
-        (_stream if opts.stream else _complete)(h, gen, opts)
-    finally:
-        gen.cancel()  # a no-op once finished; stops the engine if we bailed out
-        h.app.finish(gen)
+    def heartbeat(self) -> bytes:
+        return b": keep-alive\n\n"
 
-
-@route("GET", "/v1/models", "/models")
-def list_models(h: Handler, _body) -> None:
-    h.send_json(200, {"object": "list", "data": [_model_card(h.app)]})
-
-
-def _model_card(app: App) -> dict:
-    return {"id": app.settings.served_model_id, "object": "model",
-            "created": int(app.started), "owned_by": "mlx-native-server"}
-
-
-@route("GET", "/v1/models/*")
-def get_model(h: Handler, _body) -> None:
-    name = h.path.split("?", 1)[0].split("/v1/models/", 1)[1]
-    h.app.check_model(name)
-    h.send_json(200, _model_card(h.app))
-
-
-@route("GET", "/health")
-def health(h: Handler, _body) -> None:
-    app = h.app
-    if not app.engine.alive:
-        h.send_json(503, {"status": "unavailable", "reason": "the generation engine has stopped"})
-    elif not app.engine.loaded:
-        h.send_json(503, {"status": "loading", "reason": "the model is still loading"})
-    elif app.draining:
-        h.send_json(503, {"status": "stopping", "reason": "the server is shutting down"})
-    else:
-        h.send_json(200, {"status": "ok", "model": app.settings.served_model_id})
+    def failure(self, error: ApiError) -> bytes:
+        return sse([(None, error_body(error, "openai")), (None, "[DONE]")])

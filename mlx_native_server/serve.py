@@ -1,9 +1,10 @@
 """The server process: engine + HTTP, a watchdog, and a clean stop.
 
-SIGTERM or SIGINT: stop accepting, let the request in flight finish within
-shutdown_timeout, cancel what is left, exit 0. A dead generation engine
-(exit 3) or one that stops answering (exit 4, see watchdog.py) exits
-non-zero, so a service manager restarts the server.
+SIGTERM or SIGINT: refuse new requests (503), let those in flight finish
+within shutdown_timeout, end what is left with its API's terminal error
+event, stop HTTP, exit 0. A dead generation engine (exit 3), one that stops
+answering (exit 4) or one a failure left unable to compute (exit 5, see
+watchdog.py) exits non-zero, so a service manager restarts the server.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import sys
 import threading
 import time
 
+from . import __version__
+from .api_errors import ApiError
 from .config import Settings
 from .engine import Engine
-from .http_server import App, make_server
+from .app_state import App
+from .http_app import build_asgi
+from .http_server import HttpServer, bind
 from .logrotate import StreamLogs
+from .metrics import ServerMetrics
 from .watchdog import verdict
 
 log = logging.getLogger("mlx_native_server.serve")
@@ -56,8 +62,8 @@ def _announce_when_ready(app: App, stop: threading.Event) -> None:
 def _install_signals(stop: threading.Event, app: App) -> None:
     def handle(signum, _frame):
         if stop.is_set():
-            log.warning("second %s: cancelling requests in flight", signal.Signals(signum).name)
-            app.cancel_all()
+            log.warning("second %s: stopping the requests in flight", signal.Signals(signum).name)
+            app.abort_all(SHUTDOWN_ERROR)
             return
         log.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
@@ -72,7 +78,8 @@ def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
     next_rotation = time.monotonic() + ROTATE_EVERY
     while not stop.wait(min(s.watchdog_interval or 1.0, 1.0)):
         if s.watchdog_interval:
-            found = verdict(app.engine.alive, app.engine.activity, s.watchdog_stall_timeout)
+            found = verdict(app.engine.alive, app.engine.activity, s.watchdog_stall_timeout,
+                            app.engine.healthy)
             if found is not None:
                 log.error("watchdog: %s", found[1])
                 return found[0]
@@ -82,17 +89,41 @@ def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
     return 0
 
 
+SHUTDOWN_ERROR = ApiError(503, "The server is shutting down; this request was stopped before it "
+                               "finished.", "service_unavailable")
+
+
 def _drain(app: App) -> None:
-    """Let requests in flight finish within shutdown_timeout, then cancel them."""
+    """Let requests in flight finish within shutdown_timeout, then end the
+    rest with their API's terminal error event (the engine stops them)."""
     deadline = time.monotonic() + app.settings.shutdown_timeout
-    while app.active and time.monotonic() < deadline:
+    while (app.active or app.pending) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if app.active:
-        log.info("cancelling %d request(s) still in flight", len(app.active))
-        app.cancel_all()
-        end = time.monotonic() + 5
+    n = app.abort_all(SHUTDOWN_ERROR)
+    if n:
+        log.info("stopped %d request(s) still in flight", n)
+        end = time.monotonic() + 1
         while app.active and time.monotonic() < end:
             time.sleep(0.05)
+
+
+def _metrics(app: App) -> ServerMetrics:
+    """The Prometheus metrics of GET /metrics, reading the app at scrape time."""
+    import mlx.core as mx
+
+    def memory() -> dict:
+        found = {"active": mx.get_active_memory(), "peak": mx.get_peak_memory(),
+                 "cache": mx.get_cache_memory()}
+        if app.engine.memory_limit:
+            found["limit"] = app.engine.memory_limit
+        return found
+
+    engine = app.engine
+    return ServerMetrics(
+        version=__version__, mlx_lm_version=engine.mlx_lm_version,
+        model=app.settings.served_model_id, memory=memory, prompt_cache=engine.cache_stats,
+        queue_depth=lambda: app.pending, in_flight=lambda: len(app.active),
+        engine_state=app.engine_state)
 
 
 def exit_now(code: int) -> None:
@@ -108,34 +139,36 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run(settings: Settings) -> int:
-    """Serve until stopped; returns the exit code."""
+def run(settings: Settings, plan=None) -> int:
+    """Serve until stopped; returns the exit code. `plan` (a memory_plan.Plan)
+    guards each request's memory before its prefill."""
     test_hooks = os.environ.get("MLX_NATIVE_SERVER_TEST_HOOKS") == "1"
-    if test_hooks:
-        from . import test_hooks_api  # noqa: F401  (registers /_test/* routes)
     p = settings.paths
     logs = StreamLogs(p.stdout_log, p.stderr_log, settings.log_max_bytes, settings.log_backups)
     logs.adopt()
     logs.rotate()
     engine = Engine(settings, test_hooks=test_hooks)
+    if plan is not None:
+        engine.guard_memory(plan)
     if engine.rank != 0:
         engine.join()  # other ranks compute; rank 0 alone serves HTTP
         return 0
     app = App(settings, engine, test_hooks=test_hooks)
-    server = make_server(app)
+    app.metrics = _metrics(app)
+    server = HttpServer(build_asgi(app), bind(settings.host, settings.port), settings.request_timeout)
     _write_pid(settings)
     stop = threading.Event()
     _install_signals(stop, app)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    server.start()
     threading.Thread(target=_announce_when_ready, args=(app, stop), daemon=True).start()
     log.info("listening on %s:%d, loading %s", settings.host, settings.port, settings.model_path)
     code = _watch(app, stop, logs)
     app.draining = True
-    server.shutdown()
     if code == 0:
         _drain(app)
+    server.stop()
+    if code == 0:
         engine.stop()
-    server.server_close()
     _remove_pid(settings)
     log.info("stopped (exit %d)", code)
     return code

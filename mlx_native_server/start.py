@@ -8,7 +8,7 @@ import os
 
 # serve (and with it mlx) is imported only to serve: --status and --service
 # stay quick.
-from . import config, logsetup, preflight
+from . import config, logsetup, memory_plan, preflight
 from .errors import reported
 
 log = logging.getLogger("mlx_native_server.start")
@@ -22,6 +22,9 @@ def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
     )
     p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration and where each value came from, then exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the memory plan of the model at these settings on this machine, "
+                        "then exit (3 if it does not fit)")
     config.add_flags(p)
     return p
 
@@ -34,17 +37,30 @@ def _rank() -> int:
     return 0
 
 
-def prepare(settings: config.Settings) -> None:
-    """Everything checked or made before the model loads. Under mlx.launch
-    only rank 0 serves HTTP, so only it checks the port."""
+def _demo(settings: config.Settings, banner: bool = True) -> None:
     if settings.model == "demo":
         from . import demo_model
-        demo_model.generate(settings.paths.demo_model)
-        print(demo_model.BANNER, flush=True)
+        demo_model.generate(settings.paths.demo_model, progress=print if banner else lambda *a: None)
+        if banner:
+            print(demo_model.BANNER, flush=True)
+
+
+def prepare(settings: config.Settings) -> tuple[config.Settings, memory_plan.Plan]:
+    """Everything checked or made before the model loads; returns the
+    settings to serve with (prompt_cache_bytes = auto resolved) and the
+    memory plan they fit. Under mlx.launch only rank 0 serves HTTP, so only
+    it checks the port."""
+    from . import plan_cmd
+
+    _demo(settings)
+    for warning in preflight.key_warnings(settings):
+        log.warning("%s", warning)
     preflight.check_security(settings)
     preflight.check_model(settings)
+    settings, plan = plan_cmd.enforce(settings)
     if _rank() == 0:
         preflight.check_port(settings)
+    return settings, plan
 
 
 def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -55,7 +71,7 @@ def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="say whether the server and its login service are running and "
                         "healthy, where the logs are, then exit (3 if not healthy)")
-    p.add_argument("--json", action="store_true", help="with --status: print JSON")
+    p.add_argument("--json", action="store_true", help="with --status or --plan: print JSON")
     return p
 
 
@@ -70,6 +86,11 @@ def main(argv: list[str]) -> int:
     if args.print_config:
         print(config.describe(settings))
         return 0
+    if args.plan:
+        from . import plan_cmd
+        _demo(settings, banner=False)
+        preflight.check_model(settings)
+        return plan_cmd.show(settings, as_json=args.json)
     from . import service, status
     if args.status:
         return status.report(settings, as_json=args.json)
@@ -83,8 +104,8 @@ def main(argv: list[str]) -> int:
         return 0
     from . import serve
     logsetup.setup(settings)
-    prepare(settings)
-    serve.exit_now(serve.run(settings))
+    settings, plan = prepare(settings)
+    serve.exit_now(serve.run(settings, plan))
 
 
 @reported
@@ -94,5 +115,5 @@ def main_serve(argv: list[str]) -> int:
     settings = _settings(args)
     from . import serve
     logsetup.setup(settings, terminal=False)
-    prepare(settings)
-    serve.exit_now(serve.run(settings))
+    settings, plan = prepare(settings)
+    serve.exit_now(serve.run(settings, plan))

@@ -1,9 +1,10 @@
 """Is the engine still working? What the watchdog in serve.py checks.
 
 mlx-lm #1672: the HTTP side can stay up while generation is dead or hung,
-so a service manager never learns it should restart the server. Two checks:
+so a service manager never learns it should restart the server. Three checks:
 
 * dead: the generation thread has exited (upstream's `generation_available`);
+* failed: a generation failed and the engine no longer computes (Engine.recover);
 * stalled: a request has been waiting on the engine for longer than
   `watchdog_stall_timeout` and no request at all got anything from the
   engine in that time.
@@ -28,6 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 EXIT_ENGINE_DIED = 3
 EXIT_ENGINE_STALLED = 4
+EXIT_ENGINE_FAILED = 5  # a failed generation left the engine unable to compute
 
 
 class EngineActivity:
@@ -95,11 +97,16 @@ class EngineActivity:
         return max(0.0, self._clock() - max(min(waits), self.last_event))
 
 
-def verdict(alive: bool, activity: EngineActivity, stall_timeout: float) -> tuple[int, str] | None:
+def verdict(alive: bool, activity: EngineActivity, stall_timeout: float,
+            healthy: bool = True) -> tuple[int, str] | None:
     """None while the engine is fine, else (exit code, why) for the log."""
     if not alive:
         return EXIT_ENGINE_DIED, ("the generation engine has stopped (see the error "
                                   "above); exiting so the service manager restarts the server")
+    if not healthy:
+        return EXIT_ENGINE_FAILED, ("a failed generation left the engine unable to compute "
+                                    "(see the error above); exiting so the service manager "
+                                    "restarts the server")
     if stall_timeout > 0:
         stalled = activity.stalled_for()
         if stalled > stall_timeout:

@@ -182,19 +182,24 @@ def test_key_pings_and_overload(start_server):
         long_call = ('Ok.</think>\n\nWriting.<minimax:tool_call>\n<invoke name="read">\n<parameter name="path">'
                      + "lorem ipsum dolor " * 150 + "</parameter>\n</invoke>\n</minimax:tool_call>")
         body = {"model": MODEL, "max_tokens": 3500, "messages": HI, "tools": [READ], "x_mns_script": long_call}
+        # max_pending = 1: the first request behind the long one waits, the next is refused.
         overloaded = []
-        timer = threading.Timer(0.3, lambda: overloaded.append(requests.post(
+        timers = [threading.Timer(delay, lambda: overloaded.append(requests.post(
             url, json={"model": MODEL, "max_tokens": 5, "messages": HI}, headers={"x-api-key": "sekret"})))
-        timer.start()
+            for delay in (0.3, 0.6)]
+        for timer in timers:
+            timer.start()
         events = raw_events(url, body, headers={"x-api-key": "sekret"})
-        timer.join()
+        for timer in timers:
+            timer.join()
         kinds = [(e, d.get("delta", {}).get("type") or d.get("content_block", {}).get("type"))
                  for e, d in events]
         tool_start = kinds.index(("content_block_start", "tool_use"))
         last_text = max(i for i, k in enumerate(kinds[:tool_start]) if k[1] == "text_delta")
         assert [k for k, _ in kinds[last_text:tool_start]].count("ping") >= 2, kinds
-        assert overloaded[0].status_code == 529
+        assert overloaded[0].status_code == 529 and overloaded[0].headers["Retry-After"]
         assert overloaded[0].json()["error"]["type"] == "overloaded_error"
+        assert overloaded[1].status_code == 200  # the one that waited was served
 
 
 def test_stop_sequence_and_max_tokens(client):

@@ -37,7 +37,10 @@ def test_sigterm_lets_the_request_in_flight_finish(start_server):
 
         t = threading.Thread(target=call)
         t.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30  # signal once the engine has the request
+        while requests.get(srv.root_url + "/status", timeout=10).json()["requests_in_flight"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         srv.signal(signal.SIGTERM)
         t.join(60)
         assert srv.wait() == 0
@@ -108,7 +111,8 @@ def test_api_key_accepts_bearer_and_x_api_key(start_server):
 def test_a_body_that_never_arrives_times_out(start_server):
     with start_server(args=["--request-timeout", "1"]) as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{")
             start = time.monotonic()
             data = s.recv(4096)
             while chunk := s.recv(4096):

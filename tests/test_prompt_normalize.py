@@ -35,18 +35,9 @@ def test_only_system_turns_are_cleaned():
 
 
 def test_openai_chat_front_end_is_cleaned_too():
-    class App:
-        test_hooks = False
-
-        class settings:
-            served_model_id = "mlx-local"
-
-        def check_model(self, *_):
-            pass
-
     body = {"messages": [{"role": "system", "content": billing(3) + "\n" + PROMPT},
                          {"role": "user", "content": "hi"}]}
-    request, _ = parse_chat(body, App(), {})
+    request, _, _ = parse_chat(body)
     assert request.messages[0] == {"role": "system", "content": PROMPT}
 
 
