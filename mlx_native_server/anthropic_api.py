@@ -38,6 +38,7 @@ class MessagesFrontEnd:
     """One Messages reply: sends message_start once, then blocks and pings."""
 
     flavor = "anthropic"
+    messages_param = "messages"
 
     def __init__(self, opts: MessagesOptions):
         self.opts = opts

@@ -11,7 +11,7 @@ from typing import Any
 
 from .api_errors import ApiError, context_overflow
 from .config import Settings
-from .engine import ContextOverflow, Engine, EngineUnavailable, MemoryExhausted
+from .engine import ContextOverflow, ConversationRefused, Engine, EngineUnavailable, MemoryExhausted
 from .generation import Generation
 from .streaming import ClientGone, Exchange
 
@@ -81,6 +81,9 @@ class App:
             gen = Generation(self.engine, ex.request, progress=progress, waiting=waiting)
         except ContextOverflow as e:
             raise context_overflow(e.limit, e.prompt_tokens, ex.fe.flavor) from None
+        except ConversationRefused as e:
+            raise ApiError(400, f"Could not render the conversation with the model's chat "
+                           f"template: {e}", param=ex.fe.messages_param) from None
         except MemoryExhausted as e:
             if ex.fe.flavor == "anthropic":
                 raise ApiError(529, f"Not enough memory for this request: {e}.", "overloaded_error") from None

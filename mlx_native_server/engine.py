@@ -48,6 +48,11 @@ class MemoryExhausted(Exception):
     even with the prompt cache spilled to disk."""
 
 
+class ConversationRefused(Exception):
+    """The chat template cannot render the conversation (e.g. a tool result
+    with no tool call before it): the client's mistake, not the engine's."""
+
+
 class ContextOverflow(Exception):
     """The prompt alone does not fit the context cap."""
 
@@ -290,7 +295,10 @@ class _Generator(upstream.ResponseGenerator):
         begin = getattr(self.prompt_cache, "begin", None)
         if begin is not None:
             begin(getattr(request, "cache_ticket", None))
-        result = super()._tokenize(tokenizer, request, args)
+        try:
+            result = super()._tokenize(tokenizer, request, args)
+        except Exception as e:  # the chat template refused the conversation
+            raise ConversationRefused(str(e)) from e
         n_prompt = len(result[0])
         if n_prompt >= self.context_cap:
             raise ContextOverflow(n_prompt, self.context_cap)
@@ -440,11 +448,22 @@ class Engine:
             raise EngineUnavailable("the model is still loading")
         tokenizer = self.tokenizer
         with self._lock:
-            prompt = tokenizer.apply_chat_template(
-                request.messages, tools=request.tools, add_generation_prompt=True,
-                tokenize=True, **(request.chat_template_kwargs or {}),
-            )
+            try:
+                prompt = tokenizer.apply_chat_template(
+                    request.messages, tools=request.tools, add_generation_prompt=True,
+                    tokenize=True, **(request.chat_template_kwargs or {}),
+                )
+            except Exception as e:
+                raise ConversationRefused(str(e)) from e
         return len(prompt)
+
+    def check_context(self, request: ChatRequest) -> None:
+        """Raise ContextOverflow (or ConversationRefused) now, for a request
+        that waits behind others: the engine would only find out when it
+        takes the request, after its stream has opened."""
+        n = self.count_tokens(request)
+        if n >= self.settings.max_tokens:
+            raise ContextOverflow(n, self.settings.max_tokens)
 
     def generate(self, request: ChatRequest, progress=None, waiting=None):
         """Queue a request; returns (context, iterator of upstream Responses).

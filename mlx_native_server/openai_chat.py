@@ -98,6 +98,7 @@ class ChatFrontEnd:
     """One chat completion: stream chunks, or the whole completion at the end."""
 
     flavor = "openai"
+    messages_param = "messages"
 
     def __init__(self, model: str, stream: bool, include_usage: bool):
         self.model, self.stream, self.include_usage = model, stream, include_usage

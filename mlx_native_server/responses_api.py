@@ -19,6 +19,7 @@ class ResponsesFrontEnd:
     """One response: numbered events, or the final response object."""
 
     flavor = "openai"
+    messages_param = "input"
 
     def __init__(self, opts: ResponsesOptions):
         self.stream = opts.stream

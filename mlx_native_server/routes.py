@@ -18,7 +18,7 @@ from .anthropic_api import MessagesFrontEnd
 from .anthropic_translate import parse_messages
 from .api_errors import ApiError, expect
 from .app_state import RETRY_AFTER_SECONDS, App
-from .engine import EngineUnavailable
+from .engine import ConversationRefused, EngineUnavailable
 from .openai_chat import ChatFrontEnd, parse_chat
 from .responses_api import ResponsesFrontEnd
 from .responses_translate import parse_responses
@@ -84,7 +84,7 @@ async def count_tokens(request: Request) -> Response:
         n = await asyncio.to_thread(app.engine.count_tokens, chat)
     except EngineUnavailable as e:
         raise ApiError(503, f"The generation engine is unavailable: {e}.", "service_unavailable") from None
-    except Exception as e:  # the template refused the conversation
+    except ConversationRefused as e:
         raise ApiError(400, f"Could not render the conversation: {e}") from None
     return JSONResponse({"input_tokens": n})
 

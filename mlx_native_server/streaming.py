@@ -66,6 +66,7 @@ class FrontEnd(Protocol):
     Methods run on the worker thread, except `heartbeat` and `failure`."""
 
     flavor: str  # error shape: "openai" or "anthropic"
+    messages_param: str  # the body field that holds the conversation
     stream: bool
 
     def opening(self, gen: Generation) -> list[Event]: ...
@@ -145,6 +146,7 @@ class Exchange:
         self.channel = Channel(loop)
         self.gone = threading.Event()
         self.aborted = False
+        self.queued = False  # waits behind other requests: its stream may open early
         self.gen: Generation | None = None
         self._fe_lock = threading.Lock()  # progress (engine thread) and feed (worker) interleave
 
@@ -204,9 +206,15 @@ class Exchange:
                 self._send(self.fe.progress(gen))
 
     def _waiting(self) -> None:
-        """Called by the engine while the request queues behind others."""
+        """Called by the engine while the request queues behind others. The
+        first call checks the prompt against the context cap, so an
+        overflow is still a 400 (clients compact on it), then lets the
+        stream open and keep alive while it waits."""
         if self.gone.is_set() or self.aborted:
             raise ClientGone()
+        if not self.queued:
+            self.app.engine.check_context(self.request)
+            self.queued = True
 
     # --- any thread ----------------------------------------------------
 
@@ -253,7 +261,7 @@ class _Writer:
         while True:
             items = await self.ex.channel.take(self.interval)
             if not items:
-                if fe.stream:
+                if fe.stream and (self.opened or self.ex.queued):
                     await self._write(fe.heartbeat())  # opens a queued stream
                 continue
             chunks: list[bytes] = []
