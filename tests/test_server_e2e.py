@@ -231,3 +231,30 @@ def test_an_engine_failure_is_a_500_json_error_and_the_server_stays_healthy(serv
     assert "engine failed" in events[-2]["error"]["message"]
     assert_healthy(server)
     assert chat(server, {"messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+def test_metrics_after_real_requests_parse_with_prometheus_client(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert chat(server, {"messages": HELLO, "max_tokens": 3}).status_code == 200
+    assert requests.get(server.base_url + "/nope", timeout=10).status_code == 404
+    r = requests.get(server.root_url + "/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append(s)
+
+    def value(name, **labels):
+        return sum(s.value for s in samples.get(name, [])
+                   if all(s.labels.get(k) == v for k, v in labels.items()))
+
+    assert value("mlx_native_server_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
+    assert value("mlx_native_server_requests_total", endpoint="other", status="404") >= 1
+    assert value("mlx_native_server_generated_tokens_total") >= 3
+    assert value("mlx_native_server_prompt_tokens_total") > 0
+    assert value("mlx_native_server_time_to_first_token_seconds_count") >= 1
+    assert value("mlx_native_server_engine_state", state="ok") == 1
+    assert value("mlx_native_server_memory_active_bytes") > 0
+    assert "mlx_native_server_prompt_cache_entries" in samples
+    assert "mlx_native_server_requests_waiting" in samples
