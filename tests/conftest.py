@@ -27,6 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def small_kv(n: int) -> list:
+    """A two-layer KV cache of `n` tokens (ones), for prompt-cache tests."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
+
+    cache = [KVCache() for _ in range(2)]
+    for c in cache:
+        x = mx.ones((1, 2, n, 64), dtype=mx.float16)
+        c.update_and_fetch(x, x)
+    return cache
+
+
 def hermetic_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment for a script run: its own home, no inherited settings."""
     return isolated_env(home, **extra)

@@ -62,6 +62,17 @@ def model_dirs(home: Path) -> list[str]:
     return sorted(p.name for p in models.iterdir()) if models.exists() else []
 
 
+
+def chat_once(start_server, model_dir):
+    """Serve `model_dir` and ask it one question through the openai SDK."""
+    import openai
+
+    with start_server(model=model_dir) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0)
+        return client.chat.completions.create(
+            model="mlx-local", messages=[{"role": "user", "content": "Hello"}], max_tokens=16)
+
+
 def test_issue7_tiny_minimax_converts_at_4_bits_loads_and_serves(checkpoint, script,
                                                                   start_server, tmp_path):
     home = tmp_path / "home"
@@ -81,12 +92,7 @@ def test_issue7_tiny_minimax_converts_at_4_bits_loads_and_serves(checkpoint, scr
                  f'model = "local-models/{out.name}"', f"--model local-models/{out.name}"):
         assert text in result.stdout, result.stdout
 
-    import openai
-
-    with start_server(model=out) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0)
-        reply = client.chat.completions.create(
-            model="mlx-local", messages=[{"role": "user", "content": "Hello"}], max_tokens=16)
+    reply = chat_once(start_server, out)
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert reply.usage.completion_tokens > 0
 
@@ -246,13 +252,7 @@ def test_mlx_4bit_source_is_installed_as_is_under_its_own_name_and_serves(
                  f'model = "local-models/{src.name}"', f"--model local-models/{src.name}"):
         assert text in result.stdout, result.stdout
 
-    import openai
-
-    with start_server(model=out) as srv:
-        client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0)
-        reply = client.chat.completions.create(
-            model="mlx-local", messages=[{"role": "user", "content": "Hello"}], max_tokens=16)
-    assert reply.usage.completion_tokens > 0
+    assert chat_once(start_server, out).usage.completion_tokens > 0
 
 
 def test_8bit_mlx_source_stays_8bit_with_its_own_name(mlx_models, script, tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
+from conftest import small_kv
 from mlx_native_server.disk_cache import DiskTier
 from mlx_native_server.fingerprint import model_fingerprint
 from mlx_native_server.prompt_cache import PromptCacheStore, Ticket
@@ -40,14 +41,6 @@ def prefill(model, tokens: list[int], quantized: bool) -> list:
 def next_logits(model, cache, token: int) -> np.ndarray:
     out = model(mx.array([[token]]), cache=cache).astype(mx.float32)
     return np.array(out[0, -1])
-
-
-def small_kv(n: int) -> list:
-    cache = [KVCache() for _ in range(2)]
-    for c in cache:
-        x = mx.ones((1, 2, n, 64), dtype=mx.float16)
-        c.update_and_fetch(x, x)
-    return cache
 
 
 @pytest.mark.parametrize("quantized", [True, False], ids=["kv4", "fp16"])

@@ -10,7 +10,7 @@ import json
 
 import mlx.core as mx
 import pytest
-from mlx_lm.models.cache import KVCache
+from conftest import small_kv
 
 from mlx_native_server import config, memory_plan as mp, plan_cmd
 from mlx_native_server.errors import UserError
@@ -210,18 +210,10 @@ def test_plan_json_is_the_plan_and_its_exit_status_the_verdict(script, demo_mode
 # -- spilling the prompt cache -----------------------------------------------------------
 
 
-def kv(n: int) -> list:
-    cache = [KVCache() for _ in range(2)]
-    for c in cache:
-        x = mx.ones((1, 2, n, 64), dtype=mx.float16)
-        c.update_and_fetch(x, x)
-    return cache
-
-
 def test_spill_frees_at_least_what_was_asked_least_useful_first():
     store = PromptCacheStore(max_entries=8, max_bytes=1 << 40)
     for i, n in enumerate((3000, 3000, 3000)):  # three conversations of equal size
-        store.insert_cache("m", [i] * n, kv(n))
+        store.insert_cache("m", [i] * n, small_kv(n))
     each = store.nbytes // 3
     freed = store.spill(each + 1)
     assert freed == 2 * each and len(store) == 1
