@@ -34,6 +34,7 @@ class App:
     pending: int = 0  # admitted, not yet taken by the engine
     active: set = field(default_factory=set)  # Exchanges the engine has taken
     metrics: Any = None  # a metrics.ServerMetrics, or None
+    heap: Any = None  # a heap.Trimmer, or None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def model_names(self) -> set[str]:

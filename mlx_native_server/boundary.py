@@ -16,6 +16,7 @@ import logging
 from typing import Callable
 from urllib.parse import urlsplit
 
+from . import heap
 from .api_errors import ApiError, error_body, flavor_of
 from .config import Settings
 from .json_body import parse_json_body
@@ -186,15 +187,19 @@ class Boundary:
         if length is not None and int(length) > limit:
             raise ApiError(413, f"Request body of {length} bytes is larger than the "
                            f"{limit}-byte limit.", "request_too_large")
-        raw = bytearray()
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise ClientGone()
-            raw += message.get("body", b"")
-            if len(raw) > limit:
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
                 raise ApiError(413, f"Request body is larger than the {limit}-byte limit.", "request_too_large")
             if not message.get("more_body"):
-                return parse_json_body(bytes(raw))
+                break
+        if size >= heap.LARGE_BODY_BYTES and self.app.heap is not None:
+            self.app.heap.large_body()
+        return parse_json_body(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from . import __version__
+from . import __version__, heap
 from .api_errors import ApiError
 from .config import Settings
 from .engine import Engine
@@ -83,6 +83,8 @@ def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
             if found is not None:
                 log.error("watchdog: %s", found[1])
                 return found[0]
+        if app.heap is not None:
+            app.heap.trim_if_needed()
         if time.monotonic() >= next_rotation:
             logs.rotate()
             next_rotation = time.monotonic() + ROTATE_EVERY
@@ -147,6 +149,7 @@ def run(settings: Settings, plan=None) -> int:
     logs = StreamLogs(p.stdout_log, p.stderr_log, settings.log_max_bytes, settings.log_backups)
     logs.adopt()
     logs.rotate()
+    heap.limit_arenas()  # before the engine's and the server's threads start
     engine = Engine(settings, test_hooks=test_hooks)
     if plan is not None:
         engine.guard_memory(plan)
@@ -155,6 +158,7 @@ def run(settings: Settings, plan=None) -> int:
         return 0
     app = App(settings, engine, test_hooks=test_hooks)
     app.metrics = _metrics(app)
+    app.heap = heap.Trimmer()
     server = HttpServer(build_asgi(app), bind(settings.host, settings.port), settings.request_timeout)
     _write_pid(settings)
     stop = threading.Event()
