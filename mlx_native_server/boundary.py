@@ -125,6 +125,7 @@ class Boundary:
                 self._check_auth(headers)
             if scope["method"] == "POST" and path in self.post_paths:
                 scope["mns.body"] = await self._read_json(headers, receive)
+            scope["mns.send"] = send_wrapped
             await self.inner(scope, receive, send_wrapped)
         except ClientGone:
             return

@@ -40,7 +40,9 @@ class _ExchangeResponse(Response):
         self.background = None
 
     async def __call__(self, scope, receive, send) -> None:
-        await self.ex.respond(receive, send)
+        # Every token passes here: straight to the boundary's send, past
+        # Starlette's per-message wrappers (they only track the start).
+        await self.ex.respond(receive, scope.get("mns.send", send))
 
 
 def _generate(request: Request, chat, fe) -> Response:

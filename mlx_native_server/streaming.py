@@ -110,19 +110,22 @@ class Channel:
         if waiter is not None:  # wake the loop only when it waits
             self._loop.call_soon_threadsafe(_wake, waiter)
 
-    async def take(self, timeout: float) -> list:
-        """Everything queued; waits up to `timeout` seconds for something ([] if not)."""
+    def poke(self) -> None:
+        """(event loop) Wake `take` with whatever there is, perhaps nothing."""
+        with self._lock:
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            _wake(waiter)
+
+    async def take(self) -> list:
+        """Everything queued; waits for something, or a `poke` ([] then)."""
         with self._lock:
             if not self._items:
                 self._waiter = waiter = self._loop.create_future()
             else:
                 waiter = None
         if waiter is not None:
-            timer = self._loop.call_later(timeout, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
+            await waiter
         with self._lock:
             self._waiter = None
             items = list(self._items)
@@ -255,13 +258,29 @@ class _Writer:
         self.ex, self._send = ex, send
         self.opened = False
         self.interval = ex.app.settings.keepalive_interval
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+
+    def _tick(self) -> None:
+        """Every keep-alive interval, one look at the stream (one timer per
+        interval, not one per token)."""
+        self._ticker = self._loop.call_later(self.interval, self._tick)
+        self.ex.channel.poke()
 
     async def run(self) -> None:
+        self._ticker = self._loop.call_later(self.interval, self._tick)
+        try:
+            await self._run()
+        finally:
+            self._ticker.cancel()
+
+    async def _run(self) -> None:
         fe = self.ex.fe
         while True:
-            items = await self.ex.channel.take(self.interval)
+            items = await self.ex.channel.take()
             if not items:
-                if fe.stream and (self.opened or self.ex.queued):
+                silent = self._loop.time() - self._last_write >= self.interval * 0.9
+                if fe.stream and silent and (self.opened or self.ex.queued):
                     await self._write(fe.heartbeat())  # opens a queued stream
                 continue
             chunks: list[bytes] = []
@@ -289,6 +308,7 @@ class _Writer:
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
+        self._last_write = self._loop.time()
 
     async def _json(self, item: Failed | Body) -> None:
         if isinstance(item, Failed):
