@@ -20,12 +20,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +38,9 @@ from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_native_server import config  # noqa: E402
 from mlx_native_server import demo_model as dm  # noqa: E402
-from mlx_native_server.paths import isolated_env  # noqa: E402
+from live_server import LiveServer  # noqa: E402
 from mlx_native_server.engine import _head_dim, _ScriptProcessor, kv_quantization_works  # noqa: E402
 
-START_TIMEOUT = 300  # seconds for ./start-server.sh to print "ready:"
 REQUEST_TIMEOUT = 600
 GOAL_RATIO = 0.98  # server decode tok/s over direct
 GOAL_TTFT_MS = 20.0  # server TTFT minus direct TTFT
@@ -115,30 +110,11 @@ class Direct:
                       len(times), time.perf_counter() - t)
 
 
-class Server:
+class Server(LiveServer):
     """./start-server.sh on a free port in a throwaway home, test hooks on."""
 
     def __init__(self, model_dir: Path, home: Path, flags: list[str]):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = isolated_env(home)
-        argv = [str(REPO / "start-server.sh"), "--model", str(model_dir),
-                "--port", str(self.port), *flags]
-        self.log = (home / "bench-server.out").open("w+")
-        self.proc = subprocess.Popen(argv, env=env, cwd=home, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while "ready: " not in self.output():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"error: the server did not start:\n{self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        super().__init__(str(model_dir), home, flags, "bench-server.out")
 
     def run(self, messages: list[dict], script: str) -> Sample:
         body = json.dumps({"model": "mlx-local", "messages": messages, "stream": True,
@@ -170,14 +146,6 @@ class Server:
         if first is None or last is None or not tokens:
             sys.exit(f"error: the server's stream had no tokens:\n{self.output()[-2000:]}")
         return Sample(first - start, _decode_tps(tokens, first, last), tokens)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def forced_reply(tokenizer, n_tokens: int) -> str:

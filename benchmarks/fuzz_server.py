@@ -25,8 +25,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,8 +40,8 @@ sys.path[:0] = [str(HERE), str(REPO)]
 import fuzz_cases as fc  # noqa: E402
 from fuzz_report import Tally, print_report, report  # noqa: E402
 from fuzz_wire import REPLY_TIMEOUT, NoAnswer, Outcome, Wire, run_case  # noqa: E402
+from live_server import LiveServer  # noqa: E402
 
-START_TIMEOUT = 300  # seconds for ./start-server.sh to print "ready:"
 # The demo server's settings: a small context so a mutated max_tokens stays
 # cheap, short deadlines so slow clients are cut quickly, room for the pool.
 SERVER_FLAGS = ["--max-tokens", "1536", "--request-timeout", "2", "--max-pending", "64"]
@@ -51,44 +49,14 @@ SERVER_FLAGS = ["--max-tokens", "1536", "--request-timeout", "2", "--max-pending
 
 # --- the server --------------------------------------------------------------------
 
-class DemoServer:
+class DemoServer(LiveServer):
     """./start-server.sh --model demo on a free port in a scratch home, test hooks on."""
 
     def __init__(self):
-        from mlx_native_server.paths import isolated_env
-
-        self.home = Path(tempfile.mkdtemp(prefix="fuzz-server-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.log = (self.home / "server.out").open("w+", errors="replace")
-        argv = [str(REPO / "start-server.sh"), "--model", "demo", "--port", str(self.port), *SERVER_FLAGS]
-        self.proc = subprocess.Popen(argv, env=isolated_env(self.home), cwd=self.home, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + START_TIMEOUT
-        while "ready: " not in self.output():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"error: the demo server did not start:\n{self.output()}")
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__("demo", Path(tempfile.mkdtemp(prefix="fuzz-server-")), SERVER_FLAGS)
 
     def stop(self, keep: bool = False) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        super().stop()
         if not keep:
             shutil.rmtree(self.home, ignore_errors=True)
 
