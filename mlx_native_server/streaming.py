@@ -25,6 +25,7 @@ import collections
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
@@ -94,21 +95,36 @@ class Body:
     obj: dict
 
 
+FLUSH_SECONDS = 0.02  # stream chunks coming faster than this are sent in batches
+
+
 class Channel:
-    """Items from any thread to one coroutine, which takes all that piled up."""
+    """Items from any thread to one coroutine, which takes all that piled up.
+
+    Waking the event loop from another thread costs a syscall and a thread
+    switch. A chunk that comes within FLUSH_SECONDS of the last take waits
+    for the writer's flush tick (`lazy`), so a fast stream wakes the loop
+    once per tick rather than once per token; the first chunk after a
+    silence, and every control item, wake it at once."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._items: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self._waiter: asyncio.Future | None = None
+        self._last_take = 0.0
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, lazy: bool = False) -> None:
         with self._lock:
             self._items.append(item)
+            if lazy and time.monotonic() - self._last_take < FLUSH_SECONDS:
+                return  # the flush tick takes it
             waiter, self._waiter = self._waiter, None
         if waiter is not None:  # wake the loop only when it waits
             self._loop.call_soon_threadsafe(_wake, waiter)
+
+    def has_items(self) -> bool:
+        return bool(self._items)
 
     def poke(self) -> None:
         """(event loop) Wake `take` with whatever there is, perhaps nothing."""
@@ -130,6 +146,7 @@ class Channel:
             self._waiter = None
             items = list(self._items)
             self._items.clear()
+            self._last_take = time.monotonic()
         return items
 
 
@@ -188,7 +205,7 @@ class Exchange:
             with self._fe_lock:
                 events = fe.feed(d)
             if events and fe.stream:
-                put(sse(events))
+                put(sse(events), lazy=True)
         if self.aborted or self.gone.is_set():
             return
         if fe.stream:
@@ -267,12 +284,21 @@ class _Writer:
         self._ticker = self._loop.call_later(self.interval, self._tick)
         self.ex.channel.poke()
 
+    def _flush_tick(self) -> None:
+        """While the stream is open: take the chunks that came lazily."""
+        self._flusher = self._loop.call_later(FLUSH_SECONDS, self._flush_tick)
+        if self.ex.channel.has_items():
+            self.ex.channel.poke()
+
     async def run(self) -> None:
         self._ticker = self._loop.call_later(self.interval, self._tick)
+        self._flusher = None
         try:
             await self._run()
         finally:
             self._ticker.cancel()
+            if self._flusher is not None:
+                self._flusher.cancel()
 
     async def _run(self) -> None:
         fe = self.ex.fe
@@ -304,6 +330,7 @@ class _Writer:
     async def _write(self, data: bytes, more: bool = True) -> None:
         if not self.opened:
             self.opened = True
+            self._flusher = self._loop.call_later(FLUSH_SECONDS, self._flush_tick)
             await self._send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"text/event-stream; charset=utf-8"),
                 (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
