@@ -20,6 +20,10 @@ log = logging.getLogger("mlx_native_server.http")
 RETRY_AFTER_SECONDS = 5  # what a refused client is told to wait before retrying
 
 
+def engine_unavailable(e: Exception) -> ApiError:
+    return ApiError(503, f"The generation engine is unavailable: {e}.", "service_unavailable")
+
+
 @dataclass
 class App:
     """What the routes share: settings, the engine, admission and the
@@ -54,13 +58,17 @@ class App:
             code="model_not_found", param="model",
         )
 
+    def require_loaded(self) -> None:
+        """503 with Retry-After until the model is loaded."""
+        if not self.engine.loaded:
+            raise ApiError(503, "The model is still loading; try again shortly.", "service_unavailable",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
     def admit(self, flavor: str) -> None:
         """Take a request into the queue for the engine, or refuse it now."""
         if self.draining:
             raise ApiError(503, "The server is shutting down.", "service_unavailable")
-        if not self.engine.loaded:
-            raise ApiError(503, "The model is still loading; try again shortly.", "service_unavailable",
-                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        self.require_loaded()
         if not self.engine.healthy:
             raise ApiError(503, "The generation engine has failed; the server is restarting.",
                            "service_unavailable")
@@ -92,7 +100,7 @@ class App:
                            "conversation or a smaller max_tokens.", "service_unavailable",
                            code="insufficient_memory") from None
         except EngineUnavailable as e:
-            raise ApiError(503, f"The generation engine is unavailable: {e}.", "service_unavailable") from None
+            raise engine_unavailable(e) from None
         except (ApiError, ClientGone):
             raise
         except Exception as e:

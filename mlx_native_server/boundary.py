@@ -20,7 +20,7 @@ from . import heap
 from .api_errors import ApiError, error_body, flavor_of
 from .config import Settings
 from .json_body import parse_json_body
-from .streaming import ClientGone, send_json
+from .streaming import ClientGone, encode_headers, send_json
 
 log = logging.getLogger("mlx_native_server.http")
 
@@ -131,7 +131,7 @@ class Boundary:
             return
         except ApiError as e:
             body_unread = scope["method"] == "POST" and "mns.body" not in scope  # close: skip it
-            extra = [(k.lower().encode(), v.encode()) for k, v in e.headers.items()]
+            extra = encode_headers(e.headers)
             if body_unread:
                 extra.append((b"connection", b"close"))
             log.info("%s %s -> %d %s", scope["method"], path, e.status, e.message)

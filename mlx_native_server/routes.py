@@ -17,7 +17,7 @@ from . import __version__, schemas
 from .anthropic_api import MessagesFrontEnd
 from .anthropic_translate import parse_messages
 from .api_errors import ApiError, expect
-from .app_state import RETRY_AFTER_SECONDS, App
+from .app_state import App, engine_unavailable
 from .engine import ConversationRefused, EngineUnavailable
 from .openai_chat import ChatFrontEnd, parse_chat
 from .responses_api import ResponsesFrontEnd
@@ -85,7 +85,7 @@ async def count_tokens(request: Request) -> Response:
     try:
         n = await asyncio.to_thread(app.engine.count_tokens, chat)
     except EngineUnavailable as e:
-        raise ApiError(503, f"The generation engine is unavailable: {e}.", "service_unavailable") from None
+        raise engine_unavailable(e) from None
     except ConversationRefused as e:
         raise ApiError(400, f"Could not render the conversation: {e}") from None
     return JSONResponse({"input_tokens": n})
@@ -105,22 +105,16 @@ def _model_card(app: App) -> dict:
             "created": int(app.started), "owned_by": "mlx-native-server"}
 
 
-def _require_loaded(app: App) -> None:
-    if not app.engine.loaded:
-        raise ApiError(503, "The model is still loading; try again shortly.", "service_unavailable",
-                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-
-
 async def list_models(request: Request) -> Response:
     app = _app(request)
-    _require_loaded(app)
+    app.require_loaded()
     return JSONResponse({"object": "list", "data": [_model_card(app)]})
 
 
 async def get_model(request: Request) -> Response:
     app = _app(request)
     app.check_model(request.path_params["model"])
-    _require_loaded(app)
+    app.require_loaded()
     return JSONResponse(_model_card(app))
 
 

@@ -345,10 +345,10 @@ class _Writer:
                     status, e.message)
         else:
             status, obj, extra = 200, item.obj, {}
-        await send_json(self._send, status, obj, _encode_headers(extra))
+        await send_json(self._send, status, obj, encode_headers(extra))
 
 
-def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
