@@ -36,10 +36,10 @@ from mlx_lm import load, stream_generate  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from mlx_native_server import config  # noqa: E402
-from mlx_native_server import demo_model as dm  # noqa: E402
+from mlx_native_server.core import config  # noqa: E402
+from mlx_native_server.models import demo as dm  # noqa: E402
 from live_server import LiveServer  # noqa: E402
-from mlx_native_server.engine import _head_dim, _ScriptProcessor, kv_quantization_works  # noqa: E402
+from mlx_native_server.engine.engine import _head_dim, _ScriptProcessor, kv_quantization_works  # noqa: E402
 
 REQUEST_TIMEOUT = 600
 GOAL_RATIO = 0.98  # server decode tok/s over direct

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlx_native_server.json_body import parse_json_body  # noqa: E402
-from mlx_native_server.schemas import (validate_anthropic_messages, validate_openai_chat,  # noqa: E402
+from mlx_native_server.http.json_body import parse_json_body  # noqa: E402
+from mlx_native_server.api.schemas.models import (validate_anthropic_messages, validate_openai_chat,  # noqa: E402
                                        validate_responses)
 
 PROSE = ("The local server answers requests from editors, agents and command-line tools; each "

@@ -205,7 +205,7 @@ def floor(model: Path, args) -> dict:
     from mlx_lm import load, stream_generate
     from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
-    from mlx_native_server.cache_policy import common_prefix
+    from mlx_native_server.cache.policy import common_prefix
 
     m, tok = load(str(model))
     session = Session(args.system_tokens)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             model = Path(args.model).resolve()
         else:
-            from mlx_native_server import demo_model
+            from mlx_native_server.models import demo as demo_model
 
             model = demo_model.generate(root / "demo", progress=lambda *a, **k: None)
         runs = {"P1": lambda: p1_p2(model, root, args, side=False),

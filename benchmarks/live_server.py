@@ -26,7 +26,7 @@ class LiveServer:
     """The server serving `model` with `flags`; its output in home/`log_name`."""
 
     def __init__(self, model: str, home: Path, flags: list[str], log_name: str = "server.out"):
-        from mlx_native_server.paths import isolated_env
+        from mlx_native_server.core.paths import isolated_env
 
         self.home, self.port = home, free_port()
         argv = [str(REPO / "start-server.sh"), "--model", model, "--port", str(self.port), *flags]

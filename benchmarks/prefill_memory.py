@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory of a prefill, above the weights and the KV cache, at several
 prefill_step_size values: the measurement behind the prefill working set of
-mlx_native_server/memory_plan.py (KV_CACHE_QUANTIZATION.md, "Memory plan").
+mlx_native_server/memory/plan.py (KV_CACHE_QUANTIZATION.md, "Memory plan").
 
     .venv/bin/python benchmarks/prefill_memory.py              # the demo model's shape
     .venv/bin/python benchmarks/prefill_memory.py --grid       # shapes that separate the terms
@@ -37,7 +37,9 @@ from mlx_lm.generate import maybe_quantize_kv_cache  # noqa: E402
 from mlx_lm.models import minimax  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
-from mlx_native_server import demo_model, memory_plan, plan_cmd  # noqa: E402
+from mlx_native_server.models import demo as demo_model
+
+from mlx_native_server.memory import plan as memory_plan, device as plan_cmd  # noqa: E402
 
 MiB = 2**20
 

@@ -10,16 +10,16 @@ import importlib
 import sys
 
 VERBS = {
-    "start": ("start", "start the server in the foreground (./start-server.sh)"),
-    "serve": ("start", "the server process itself (used by start and the service)"),
-    "stop": ("stop", "stop a running server (./stop-server.sh)"),
-    "status": ("status", "say whether the server and its service are running"),
-    "config": ("config_cmd", "print the effective configuration and where each value came from"),
-    "demo": ("demo_model", "generate the tiny random-weight demo model"),
-    "install-service": ("service", "install the login service (./install-service.sh)"),
-    "uninstall-service": ("service", "remove the login service (./uninstall-service.sh)"),
-    "convert": ("convert", "convert a Hugging Face model to MLX (./convert-model.sh)"),
-    "mlx-lm": ("mlx_lm_repo", "manage the mlx-lm install (./setup-mlx-lm-repo.sh)"),
+    "start": ("commands.start", "start the server in the foreground (./start-server.sh)"),
+    "serve": ("commands.start", "the server process itself (used by start and the service)"),
+    "stop": ("commands.stop", "stop a running server (./stop-server.sh)"),
+    "status": ("commands.status", "say whether the server and its service are running"),
+    "config": ("commands.config", "print the effective configuration and where each value came from"),
+    "demo": ("models.demo", "generate the tiny random-weight demo model"),
+    "install-service": ("service.manager", "install the login service (./install-service.sh)"),
+    "uninstall-service": ("service.manager", "remove the login service (./uninstall-service.sh)"),
+    "convert": ("models.convert", "convert a Hugging Face model to MLX (./convert-model.sh)"),
+    "mlx-lm": ("upstream.repo", "manage the mlx-lm install (./setup-mlx-lm-repo.sh)"),
 }
 
 

@@ -13,7 +13,7 @@ py="$MNS_VENV/bin/python"
 "$py" - <<'PY'
 import re
 from pathlib import Path
-from mlx_native_server.config_docs import markdown_table
+from mlx_native_server.core.config_docs import markdown_table
 readme = Path("README.md")
 text = readme.read_text()
 start, end = "<!-- config-table:start -->", "<!-- config-table:end -->"

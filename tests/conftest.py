@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_native_server.paths import isolated_env
+from mlx_native_server.core.paths import isolated_env
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 180  # seconds; loading the tiny model takes a few
@@ -122,7 +122,7 @@ class ServerProcess:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """The tiny generated MiniMax model (random weights, real tokenizer)."""
-    from mlx_native_server import demo_model as generator
+    from mlx_native_server.models import demo as generator
 
     path = tmp_path_factory.mktemp("models") / "demo"
     generator.generate(path, progress=lambda *a, **k: None)

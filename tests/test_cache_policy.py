@@ -6,8 +6,8 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
-from mlx_native_server import cache_policy as policy
-from mlx_native_server.prompt_cache import PromptCacheStore, Ticket
+from mlx_native_server.cache import policy
+from mlx_native_server.cache.store import PromptCacheStore, Ticket
 
 MODEL = ("demo", None, None)
 SYSTEM = list(range(1000, 4000))  # a 3000-token system prompt and tools

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from mlx_native_server import config, config_docs
-from mlx_native_server.errors import UserError
-from mlx_native_server.paths import Paths
+from mlx_native_server.core import config, config_docs
+from mlx_native_server.core.errors import UserError
+from mlx_native_server.core.paths import Paths
 
 REPO = Path(__file__).resolve().parent.parent
 

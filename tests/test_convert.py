@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from mlx_native_server import convert as convert_cmd
-from mlx_native_server import model_source
-from mlx_native_server.convert import quantization_summary
-from mlx_native_server.demo_model import write_hf_checkpoint
-from mlx_native_server.errors import UserError
-from mlx_native_server.paths import Paths
+from mlx_native_server.models import convert as convert_cmd
+from mlx_native_server.models import source as model_source
+from mlx_native_server.models.convert import quantization_summary
+from mlx_native_server.models.demo import write_hf_checkpoint
+from mlx_native_server.core.errors import UserError
+from mlx_native_server.core.paths import Paths
 
 from conftest import free_port
 
@@ -395,7 +395,7 @@ def test_memory_plan_is_asked_before_anything_is_downloaded(mlx_models, tmp_path
         asked.append((config, weight_bytes, settings.max_tokens))
         raise UserError("the model needs 70 GB but this machine has 64 GB")
 
-    plan = types.ModuleType("mlx_native_server.memory_plan")
+    plan = types.ModuleType("mlx_native_server.memory.plan")
     plan.check_model_fits = check_model_fits
     monkeypatch.setitem(sys.modules, plan.__name__, plan)
     monkeypatch.setattr(mlx_native_server, "memory_plan", plan, raising=False)

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from mlx_native_server import demo_model
-from mlx_native_server.demo_model import (
+from mlx_native_server.models import demo as demo_model
+from mlx_native_server.models.demo import (
     ANSWER_SCRIPT, EOS, THINK_SCRIPT, generate, write_hf_checkpoint,
 )
-from mlx_native_server.errors import UserError
+from mlx_native_server.core.errors import UserError
 
 SCRIPTED_REPLY = THINK_SCRIPT + "</think>" + ANSWER_SCRIPT
 WEATHER_TOOL = {

@@ -12,9 +12,9 @@ import pytest
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
 from conftest import small_kv
-from mlx_native_server.disk_cache import DiskTier
-from mlx_native_server.fingerprint import model_fingerprint
-from mlx_native_server.prompt_cache import PromptCacheStore, Ticket
+from mlx_native_server.cache.disk import DiskTier
+from mlx_native_server.cache.fingerprint import model_fingerprint
+from mlx_native_server.cache.store import PromptCacheStore, Ticket
 
 COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 4,
           "kv_group_size": 64, "quantized_kv_start": 0}

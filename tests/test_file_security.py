@@ -17,12 +17,13 @@ import pytest
 from mlx_lm.models.cache import KVCache
 
 from fakes.harness import FakeServices
-from mlx_native_server import config, disk_cache, filemodes, logsetup, preflight
-from mlx_native_server.disk_cache import DiskTier
-from mlx_native_server.errors import UserError
-from mlx_native_server.logrotate import StreamLogs
-from mlx_native_server.paths import Paths
-from mlx_native_server.service_render import ServiceSpec
+from mlx_native_server.core import config, filemodes, logsetup, preflight
+from mlx_native_server.cache import disk as disk_cache
+from mlx_native_server.cache.disk import DiskTier
+from mlx_native_server.core.errors import UserError
+from mlx_native_server.core.logrotate import StreamLogs
+from mlx_native_server.core.paths import Paths
+from mlx_native_server.service.render import ServiceSpec
 
 COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.0", "kv_bits": 0,
           "kv_group_size": 64, "quantized_kv_start": 0}

@@ -9,8 +9,10 @@ import logging
 
 import pytest
 
-from mlx_native_server import config, engine
-from mlx_native_server.paths import Paths
+from mlx_native_server.core import config
+
+from mlx_native_server.engine import engine
+from mlx_native_server.core.paths import Paths
 
 
 def _settings(home, model, **flags):
@@ -37,7 +39,7 @@ def probe(monkeypatch):
 
 def _warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "mlx_native_server.engine" and r.levelno == logging.WARNING]
+            if r.name == "mlx_native_server.engine.engine" and r.levelno == logging.WARNING]
 
 
 def test_backend_without_kv_quantization_serves_full_precision_with_one_warning(
@@ -45,7 +47,7 @@ def test_backend_without_kv_quantization_serves_full_precision_with_one_warning(
     probe.result = False
     settings = _settings(tmp_path, demo_model, kv_bits="4")
 
-    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine"):
+    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine.engine"):
         chosen = engine.Engine._choose_kv_bits(settings)
 
     assert chosen is None
@@ -59,7 +61,7 @@ def test_backend_with_kv_quantization_keeps_the_configured_bits(
         tmp_path, demo_model, probe, caplog):
     settings = _settings(tmp_path, demo_model, kv_bits="8", kv_group_size="32")
 
-    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine"):
+    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine.engine"):
         chosen = engine.Engine._choose_kv_bits(settings)
 
     assert chosen == 8
@@ -70,7 +72,7 @@ def test_backend_with_kv_quantization_keeps_the_configured_bits(
 def test_kv_bits_zero_skips_the_probe_and_warns_nothing(tmp_path, demo_model, probe, caplog):
     settings = _settings(tmp_path, demo_model, kv_bits="0")
 
-    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine"):
+    with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine.engine"):
         chosen = engine.Engine._choose_kv_bits(settings)
 
     assert chosen is None

@@ -21,11 +21,13 @@ import pytest
 import requests
 from mlx_lm.models.cache import KVCache
 
-from mlx_native_server import config, memory_plan as mp, plan_cmd
-from mlx_native_server.disk_cache import DiskTier
-from mlx_native_server.engine import ChatRequest, Engine, MemoryExhausted, fit_or_spill
-from mlx_native_server.paths import Paths
-from mlx_native_server.prompt_cache import PromptCacheStore
+from mlx_native_server.core import config
+
+from mlx_native_server.memory import plan as mp, device as plan_cmd
+from mlx_native_server.cache.disk import DiskTier
+from mlx_native_server.engine.engine import ChatRequest, Engine, MemoryExhausted, fit_or_spill
+from mlx_native_server.core.paths import Paths
+from mlx_native_server.cache.store import PromptCacheStore
 
 COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 0,
           "kv_group_size": 64, "quantized_kv_start": 0}
@@ -98,7 +100,7 @@ def test_a_request_just_over_the_limit_spills_the_least_recent_entries_to_disk(
     before = store.nbytes
     # A quarter of the cache short: spilling half of it (two entries) makes room.
     tight = mx.get_active_memory() + request_bytes(plan, PROMPT, MOST) - before // 4
-    with caplog.at_level(logging.INFO, logger="mlx_native_server.engine"):
+    with caplog.at_level(logging.INFO, logger="mlx_native_server.engine.engine"):
         spilled = fit_or_spill(limit(plan, tight), store, PROMPT, MOST)
     assert spilled == before // 2 and store.nbytes == before - spilled
     assert len(store) == ENTRIES - 2

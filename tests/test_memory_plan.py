@@ -12,10 +12,12 @@ import mlx.core as mx
 import pytest
 from conftest import small_kv
 
-from mlx_native_server import config, memory_plan as mp, plan_cmd
-from mlx_native_server.errors import UserError
-from mlx_native_server.paths import Paths
-from mlx_native_server.prompt_cache import PromptCacheStore
+from mlx_native_server.core import config
+
+from mlx_native_server.memory import plan as mp, device as plan_cmd
+from mlx_native_server.core.errors import UserError
+from mlx_native_server.core.paths import Paths
+from mlx_native_server.cache.store import PromptCacheStore
 
 GB, GiB = 10**9, 2**30
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlx_native_server.metrics import ServerMetrics
+from mlx_native_server.http.metrics import ServerMetrics
 
 GiB = 1 << 30
 
@@ -166,8 +166,8 @@ def test_real_prompt_cache_store_stats(tmp_path):
     from mlx_lm.models.cache import KVCache
     import mlx.core as mx
 
-    from mlx_native_server.disk_cache import DiskTier
-    from mlx_native_server.prompt_cache import PromptCacheStore
+    from mlx_native_server.cache.disk import DiskTier
+    from mlx_native_server.cache.store import PromptCacheStore
 
     def small_kv(n):
         cache = [KVCache() for _ in range(2)]
@@ -199,7 +199,7 @@ def test_a_failing_callable_costs_only_its_own_metrics(caplog):
     m = full_metrics(memory=broken, engine_state=lambda: "confused",
                      queue_depth=lambda: None, prompt_cache=lambda: None)
     m.request_finished("/health", 200)
-    with caplog.at_level(logging.WARNING, logger="mlx_native_server.metrics"):
+    with caplog.at_level(logging.WARNING, logger="mlx_native_server.http.metrics"):
         _, samples = scrape(m)
         scrape(m)  # a second scrape still answers
     names = {name for name, _ in samples}
@@ -234,7 +234,7 @@ def test_two_servers_in_one_process_keep_their_own_numbers():
 
 
 def test_imports_without_mlx():
-    code = ("import sys, mlx_native_server.metrics; "
+    code = ("import sys, mlx_native_server.http.metrics; "
             "heavy = [m for m in sys.modules if m.split('.')[0] in "
             "('mlx', 'mlx_lm', 'numpy', 'starlette', 'uvicorn')]; "
             "assert not heavy, heavy")

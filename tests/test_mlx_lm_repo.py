@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, hermetic_env
-from mlx_native_server import mlx_lm_install, patch_queue
-from mlx_native_server.errors import UserError
-from mlx_native_server.mlx_lm_source import sdist_cache, version_from_describe
+from mlx_native_server.upstream import install as mlx_lm_install, patch_queue
+from mlx_native_server.core.errors import UserError
+from mlx_native_server.upstream.source import sdist_cache, version_from_describe
 
 DATA = Path(__file__).parent / "data" / "patches"
 PIN = mlx_lm_install.pinned_version(REPO / "pyproject.toml")
@@ -166,7 +166,7 @@ def test_check_against_a_git_ref(venv, tmp_path):
     """A git source: the version comes from the tags (git describe)."""
     import tarfile
 
-    from mlx_native_server.mlx_lm_source import fetch_sdist
+    from mlx_native_server.upstream.source import fetch_sdist
 
     with tarfile.open(fetch_sdist(PIN, sdist_cache())) as tf:
         tf.extractall(tmp_path, filter="data")

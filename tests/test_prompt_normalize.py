@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_native_server.anthropic_translate import translate_messages
-from mlx_native_server.openai_chat import parse_chat
-from mlx_native_server.prompt_normalize import clean_messages, strip_volatile
+from mlx_native_server.api.anthropic.translate import translate_messages
+from mlx_native_server.api.openai.chat import parse_chat
+from mlx_native_server.api.prompt_normalize import clean_messages, strip_volatile
 
 BILLING = "x-anthropic-billing-header: cc_version=2.1.12.{v}; cc_entrypoint=cli; cch={h};"
 PROMPT = "You are Claude Code, Anthropic's official CLI for Claude.\n\nBe careful."

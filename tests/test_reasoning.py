@@ -2,8 +2,8 @@
 
 import pytest
 
-from mlx_native_server.api_errors import ApiError, context_overflow, error_body
-from mlx_native_server.reasoning import normalize_messages, split_inline_think
+from mlx_native_server.api.errors import ApiError, context_overflow, error_body
+from mlx_native_server.api.reasoning import normalize_messages, split_inline_think
 
 
 def test_reasoning_content_reasoning_and_inline_think_all_reach_the_template():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mlx_native_server.api_errors import ApiError
-from mlx_native_server.generation import Delta, ToolCall, Usage
-from mlx_native_server.responses_events import Output
-from mlx_native_server.responses_translate import parse_responses, translate_input, translate_tools
+from mlx_native_server.api.errors import ApiError
+from mlx_native_server.engine.generation import Delta, ToolCall, Usage
+from mlx_native_server.api.responses.events import Output
+from mlx_native_server.api.responses.translate import parse_responses, translate_input, translate_tools
 
 
 def test_string_input_and_instructions():

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from mlx_native_server.api_errors import ApiError, error_body
-from mlx_native_server.json_body import MAX_DEPTH, parse_json_body
-from mlx_native_server.schemas import (effective_seed, effective_top_k, openapi, validate_anthropic_messages,
+from mlx_native_server.api.errors import ApiError, error_body
+from mlx_native_server.http.json_body import MAX_DEPTH, parse_json_body
+from mlx_native_server.api.schemas.models import (effective_seed, effective_top_k, openapi, validate_anthropic_messages,
                                        validate_openai_chat, validate_responses)
 
 HI = [{"role": "user", "content": "hi"}]
@@ -464,6 +464,6 @@ def test_openapi_is_json_with_the_four_posts_and_resolvable_refs():
 
 
 def test_the_boundary_modules_import_without_mlx():
-    code = ("import sys, mlx_native_server.json_body, mlx_native_server.schemas; "
+    code = ("import sys, mlx_native_server.http.json_body, mlx_native_server.api.schemas.models; "
             "sys.exit(any(m == 'mlx' or m.startswith(('mlx.', 'mlx_lm')) for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_native_server.paths import SERVICE_LABEL
-from mlx_native_server.service_render import (
+from mlx_native_server.core.paths import SERVICE_LABEL
+from mlx_native_server.service.render import (
     ServiceSpec, recorded_args_from_plist, recorded_args_from_unit, render_plist, render_unit,
     stop_grace,
 )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 
-from mlx_native_server.logrotate import StreamLogs, adopt_append, rotate
-from mlx_native_server.watchdog import (
+from mlx_native_server.core.logrotate import StreamLogs, adopt_append, rotate
+from mlx_native_server.engine.watchdog import (
     EXIT_ENGINE_DIED, EXIT_ENGINE_STALLED, EngineActivity, verdict,
 )
 

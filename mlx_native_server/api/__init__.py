@@ -1,0 +1,1 @@
+"""The three APIs (OpenAI chat, Anthropic messages, OpenAI responses): parsers, translators and event encoders over one front-end skeleton (`streaming`)."""

@@ -1,0 +1,1 @@
+"""Request schemas (pydantic): validation with field-named errors, and the OpenAPI document."""

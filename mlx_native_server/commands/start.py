@@ -1,0 +1,121 @@
+"""`./start-server.sh`: check, then serve in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+# serve (and with it mlx) is imported only to serve: --status and --service
+# stay quick.
+from ..core import config, logsetup, preflight
+from ..memory import plan as memory_plan
+from ..core.errors import reported
+
+log = logging.getLogger("mlx_native_server.commands.start")
+
+
+def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve the model as an OpenAI- and Anthropic-compatible API "
+                    "in the foreground (Ctrl+C stops it).",
+    )
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration and where each value came from, then exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the memory plan of the model at these settings on this machine, "
+                        "then exit (3 if it does not fit)")
+    config.add_flags(p)
+    return p
+
+
+def _rank() -> int:
+    """This process's rank under mlx.launch (0 when not distributed)."""
+    for name in ("MLX_RANK", "OMPI_COMM_WORLD_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def _demo(settings: config.Settings, banner: bool = True) -> None:
+    if settings.model == "demo":
+        from ..models import demo as demo_model
+        demo_model.generate(settings.paths.demo_model, progress=print if banner else lambda *a: None)
+        if banner:
+            print(demo_model.BANNER, flush=True)
+
+
+def prepare(settings: config.Settings) -> tuple[config.Settings, memory_plan.Plan]:
+    """Everything checked or made before the model loads; returns the
+    settings to serve with (prompt_cache_bytes = auto resolved) and the
+    memory plan they fit. Under mlx.launch only rank 0 serves HTTP, so only
+    it checks the port."""
+    from ..memory import device as plan_cmd
+
+    _demo(settings)
+    for warning in preflight.key_warnings(settings):
+        log.warning("%s", warning)
+    preflight.check_security(settings)
+    preflight.check_model(settings)
+    settings, plan = plan_cmd.enforce(settings)
+    if _rank() == 0:
+        preflight.check_port(settings)
+    return settings, plan
+
+
+def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """start-server.sh's ways to reach the login service (see SERVICE.md)."""
+    p.add_argument("--service", action="store_true",
+                   help="start the installed login service instead of serving in the "
+                        "foreground, and wait until it is ready")
+    p.add_argument("--status", action="store_true",
+                   help="say whether the server and its login service are running and "
+                        "healthy, where the logs are, then exit (3 if not healthy)")
+    p.add_argument("--json", action="store_true", help="with --status or --plan: print JSON")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load({k.name: getattr(args, k.name) for k in config.KEYS})
+
+
+@reported
+def main(argv: list[str]) -> int:
+    args = _add_service_flags(parser()).parse_args(argv)
+    settings = _settings(args)
+    if args.print_config:
+        print(config.describe(settings))
+        return 0
+    if args.plan:
+        from ..memory import device as plan_cmd
+        _demo(settings, banner=False)
+        preflight.check_model(settings)
+        return plan_cmd.show(settings, as_json=args.json)
+    from ..service import manager as service
+    from . import status
+    if args.status:
+        return status.report(settings, as_json=args.json)
+    if args.service:
+        return service.start_service(settings)
+    running = service.running_service(settings)
+    if running is not None:
+        st, svc = running
+        print(f"mlx-native-server is already running as the login service {st.name} "
+              f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh.")
+        return 0
+    from .. import server as serve
+    logsetup.setup(settings)
+    settings, plan = prepare(settings)
+    serve.exit_now(serve.run(settings, plan))
+
+
+@reported
+def main_serve(argv: list[str]) -> int:
+    """The service's entry: like start, logging to app.log only."""
+    args = parser("mlx_native_server serve").parse_args(argv)
+    settings = _settings(args)
+    from .. import server as serve
+    logsetup.setup(settings, terminal=False)
+    settings, plan = prepare(settings)
+    serve.exit_now(serve.run(settings, plan))

@@ -1,0 +1,199 @@
+"""One request's generation as plain events, for every API front end.
+
+The engine yields upstream Responses (a token and its text); this turns
+them into `Delta`s of reasoning, answer text and parsed tool calls, and at
+the end a finish reason and usage. The OpenAI, Anthropic and Responses
+front ends only format these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .engine import ChatRequest, Engine
+
+log = logging.getLogger("mlx_native_server.engine.generation")
+
+
+def new_call_id() -> str:
+    """An id shaped like OpenAI's tool-call ids."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+    @property
+    def arguments_obj(self) -> Any:
+        return json.loads(self.arguments)
+
+
+@dataclass
+class Delta:
+    kind: str  # "reasoning", "text" or "tool_call"
+    text: str = ""
+    call: ToolCall | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass
+class Timing:
+    queued: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    done: float | None = None
+
+    @property
+    def ttft(self) -> float:
+        return (self.first_token or self.done or time.monotonic()) - self.queued
+
+    @property
+    def decode_seconds(self) -> float:
+        if self.first_token is None or self.done is None:
+            return 0.0
+        return self.done - self.first_token
+
+
+class Generation:
+    """Run `request` on `engine`; iterate to get Deltas.
+
+    After iteration, `finish_reason` is "stop", "length" or "tool_calls",
+    `stop_sequence` the stop string that ended it (if one did), and `usage`
+    and `timing` are filled in. `cancel()` stops the engine at the next token.
+    """
+
+    def __init__(self, engine: Engine, request: ChatRequest, progress=None, waiting=None):
+        self.engine = engine
+        self.request = request
+        self.timing = Timing()
+        self.ctx, self._responses = engine.generate(request, progress=progress, waiting=waiting)
+        self.usage = Usage(prompt_tokens=len(self.ctx.prompt))
+        self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self._raw = ""  # the tail of the raw text, for stop words only
+        # A tail long enough to hold any stop word plus one token's text.
+        self._keep = 2 * max(map(len, request.stop)) + 256 if request.stop else 0
+        self.cache_lookup = None  # a prompt_cache.Lookup once the prompt is looked up
+
+    def cancel(self) -> None:
+        self.ctx.stop()
+
+    @property
+    def prompt_cache_count(self) -> int:
+        """Prompt tokens found in the prompt cache; -1 until the engine has looked."""
+        return self.ctx.prompt_cache_count
+
+    def __iter__(self) -> Iterator[Delta]:
+        try:
+            yield from self._events()
+        finally:
+            self.timing.done = time.monotonic()
+            self.ctx.stop()
+
+    def _events(self) -> Iterator[Delta]:
+        engine, ctx = self.engine, self.ctx
+        state = engine.text_state(ctx)
+        current = prev = ctx.initial_state
+        tool_text = ""
+        made_call = False
+        finish = "stop"
+        at_start = True  # answer text after </think> starts without blank lines
+        for gen in self._responses:
+            if self.timing.first_token is None:
+                self.timing.first_token = time.monotonic()
+                # upstream sets the cache count once it has looked the prompt up
+                self.usage.cached_tokens = max(ctx.prompt_cache_count, 0)
+                self.cache_lookup = engine.cache_lookup(ctx)
+            self.usage.completion_tokens += 1
+            if current == "reasoning":
+                self.usage.reasoning_tokens += 1
+            if self._keep:
+                self._raw = (self._raw + gen.text)[-self._keep:]
+            if gen.finish_reason == "stop":
+                state, current = engine.discard(state)
+                segments = [(current, "")]
+            elif gen.finish_reason == "length":
+                state, segments = engine.split(state, gen.text)
+                state, flushed, current = engine.flush(state)
+                segments.append((current, flushed))
+            else:
+                state, segments = engine.split(state, gen.text)
+            for current, text in segments:
+                if prev == "tool" and current != "tool":
+                    for call in self._parse_tool(tool_text):
+                        made_call = True
+                        yield Delta("tool_call", call=call)
+                    tool_text = ""
+                if current == "tool":
+                    tool_text += text
+                elif current == "normal" and text:
+                    if at_start:
+                        text = text.lstrip("\n")
+                        at_start = not text
+                    if text:
+                        yield Delta("text", text)
+                elif current == "reasoning" and text:
+                    yield Delta("reasoning", text)
+                prev = current
+            if gen.finish_reason is not None:
+                finish = gen.finish_reason
+            elif self._stop_in_tail(len(gen.text)):
+                break  # finish stays "stop"; __iter__ stops the engine
+        if prev == "tool" and tool_text:
+            for call in self._parse_tool(tool_text):
+                made_call = True
+                yield Delta("tool_call", call=call)
+        if finish == "stop" and made_call:
+            finish = "tool_calls"
+        self.finish_reason = finish
+        if finish == "stop":
+            self.stop_sequence = self._matched_stop()
+
+    def _parse_tool(self, text: str) -> list[ToolCall]:
+        try:
+            parsed = self.ctx.tool_parser(text, self.request.tools)
+        except (ValueError, json.JSONDecodeError) as e:
+            log.warning("could not parse a tool call (%s: %s); the text was %r",
+                        type(e).__name__, e, text[:200])
+            return []
+        if not isinstance(parsed, list):
+            parsed = [parsed]
+        calls = []
+        for item in parsed:
+            args = item.get("arguments", {})
+            if not isinstance(args, str):
+                args = json.dumps(args, ensure_ascii=False)
+            calls.append(ToolCall(id=item.get("id") or new_call_id(),
+                                  name=item["name"], arguments=args))
+        return calls
+
+    def _stop_in_tail(self, n_new: int) -> bool:
+        """A stop word ends in the last `n_new` characters. Upstream matches stop
+        words on token ids, which misses one tokenised differently in context
+        (' STOP' is not 'STOP'); the text state machine strips it either way."""
+        if not n_new or not self.request.stop:
+            return False
+        tail = self._raw[-(n_new + max(len(w) for w in self.request.stop) - 1):]
+        return any(w in tail for w in self.request.stop)
+
+    def _matched_stop(self) -> str | None:
+        best, best_pos = None, -1
+        for word in self.request.stop:
+            pos = self._raw.rfind(word)
+            if pos > best_pos:
+                best, best_pos = word, pos
+        return best

@@ -1,0 +1,1 @@
+"""Managing the mlx-lm install: source checkout, patch queue, wheel build and the venv it goes into."""
