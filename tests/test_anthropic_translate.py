@@ -9,7 +9,7 @@ import pytest
 from mlx_native_server.api.anthropic.blocks import Blocks, stop_reason, thinking_signature, usage
 from mlx_native_server.api.anthropic.translate import parse_messages, translate_messages, translate_tools
 from mlx_native_server.api.errors import ApiError
-from mlx_native_server.engine.generation import Delta, ToolCall
+from mlx_native_server.engine.types import Delta, ToolCall
 
 BILLING = "x-anthropic-billing-header: cc_version=2.1.12.abc; cc_entrypoint=cli; cch=4f2e1;"
 

@@ -25,7 +25,8 @@ from mlx_native_server.core import config
 
 from mlx_native_server.memory import plan as mp, device as plan_cmd
 from mlx_native_server.cache.disk import DiskTier
-from mlx_native_server.engine.engine import ChatRequest, Engine, MemoryExhausted, fit_or_spill
+from mlx_native_server.engine.engine import Engine, fit_or_spill
+from mlx_native_server.engine.types import ChatRequest, MemoryExhausted
 from mlx_native_server.core.paths import Paths
 from mlx_native_server.cache.store import PromptCacheStore
 

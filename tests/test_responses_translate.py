@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlx_native_server.api.errors import ApiError
-from mlx_native_server.engine.generation import Delta, ToolCall, Usage
+from mlx_native_server.engine.types import Delta, ToolCall, Usage
 from mlx_native_server.api.responses.events import Output
 from mlx_native_server.api.responses.translate import parse_responses, translate_input, translate_tools
 

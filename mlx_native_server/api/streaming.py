@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Protocol
 
 from .errors import ApiError, error_body
-from ..engine.engine import ChatRequest, PrefillCancelled
-from ..engine.generation import Delta, Generation
+from ..engine.generation import Generation
+from ..engine.types import ChatRequest, Delta, PrefillCancelled
 
 log = logging.getLogger("mlx_native_server.http")
 

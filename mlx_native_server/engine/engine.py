@@ -17,7 +17,6 @@ import threading
 import time
 from queue import Empty as QueueEmpty
 from queue import Queue
-from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
@@ -36,55 +35,19 @@ except ImportError as e:  # pragma: no cover - depends on the installed mlx-lm
 
 from ..core.config import Settings
 from ..cache.store import Ticket, make_prompt_cache_store
+from .types import (
+    ChatRequest,
+    ContextOverflow,
+    ConversationRefused,
+    EngineUnavailable,
+    MemoryExhausted,
+    PrefillCancelled,
+)
 from .watchdog import EngineActivity
 
 log = logging.getLogger("mlx_native_server.engine.engine")
 
 DEFAULT_MODEL = "default_model"  # upstream's alias for the model given at start
-
-
-class MemoryExhausted(Exception):
-    """A request's KV cache and prefill would not fit the memory plan's limit,
-    even with the prompt cache spilled to disk."""
-
-
-class ConversationRefused(Exception):
-    """The chat template cannot render the conversation (e.g. a tool result
-    with no tool call before it): the client's mistake, not the engine's."""
-
-
-class ContextOverflow(Exception):
-    """The prompt alone does not fit the context cap."""
-
-    def __init__(self, prompt_tokens: int, limit: int):
-        super().__init__(f"{prompt_tokens} prompt tokens > {limit} maximum")
-        self.prompt_tokens = prompt_tokens
-        self.limit = limit
-
-
-class EngineUnavailable(Exception):
-    """The generation thread is dead or the model is not loaded yet."""
-
-
-@dataclass
-class ChatRequest:
-    """A chat request in the form the MiniMax template takes (see reasoning.py)."""
-
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float = 0.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    # Test hook (only honoured with MLX_NATIVE_SERVER_TEST_HOOKS=1): the
-    # engine is made to spell this text while its real forward pass, caches
-    # and parsers run.
-    script: str | None = None
-    session_id: str | None = None
 
 
 def _cli_args(settings: Settings, kv_bits: int | None) -> argparse.Namespace:
@@ -306,10 +269,6 @@ class _Generator(upstream.ResponseGenerator):
         if self.memory_check is not None:
             self.memory_check(n_prompt, args.max_tokens)
         return result
-
-
-class PrefillCancelled(Exception):
-    """A request's client left while its prompt was being prefilled."""
 
 
 class _RequestQueue(Queue):

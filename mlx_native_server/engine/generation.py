@@ -11,61 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from .engine import ChatRequest, Engine
+from .types import ChatRequest, Delta, Timing, ToolCall, Usage, new_call_id
+
+if TYPE_CHECKING:  # the engine imports mlx; this module stays pure
+    from .engine import Engine
 
 log = logging.getLogger("mlx_native_server.engine.generation")
-
-
-def new_call_id() -> str:
-    """An id shaped like OpenAI's tool-call ids."""
-    return "call_" + uuid.uuid4().hex[:24]
-
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text
-
-    @property
-    def arguments_obj(self) -> Any:
-        return json.loads(self.arguments)
-
-
-@dataclass
-class Delta:
-    kind: str  # "reasoning", "text" or "tool_call"
-    text: str = ""
-    call: ToolCall | None = None
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-
-
-@dataclass
-class Timing:
-    queued: float = field(default_factory=time.monotonic)
-    first_token: float | None = None
-    done: float | None = None
-
-    @property
-    def ttft(self) -> float:
-        return (self.first_token or self.done or time.monotonic()) - self.queued
-
-    @property
-    def decode_seconds(self) -> float:
-        if self.first_token is None or self.done is None:
-            return 0.0
-        return self.done - self.first_token
 
 
 class Generation:

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..api.errors import ApiError, context_overflow
 from ..core.config import Settings
-from ..engine.engine import ContextOverflow, ConversationRefused, Engine, EngineUnavailable, MemoryExhausted
+from ..engine.engine import Engine
+from ..engine.types import ContextOverflow, ConversationRefused, EngineUnavailable, MemoryExhausted
 from ..engine.generation import Generation
 from ..api.streaming import ClientGone, Exchange
 

@@ -19,7 +19,7 @@ from ..api.anthropic.frontend import MessagesFrontEnd
 from ..api.anthropic.translate import parse_messages
 from ..api.errors import ApiError, expect
 from .app import App, engine_unavailable
-from ..engine.engine import ConversationRefused, EngineUnavailable
+from ..engine.types import ConversationRefused, EngineUnavailable
 from ..api.openai.chat import ChatFrontEnd, parse_chat
 from ..api.responses.frontend import ResponsesFrontEnd
 from ..api.responses.translate import parse_responses

@@ -14,7 +14,7 @@ import hashlib
 import uuid
 from typing import Any
 
-from ...engine.generation import Delta, ToolCall
+from ...engine.types import Delta, ToolCall
 
 Event = tuple[str, dict]
 

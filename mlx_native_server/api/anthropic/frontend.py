@@ -19,7 +19,8 @@ from __future__ import annotations
 from .blocks import Blocks, message, new_message_id, stop_reason, usage
 from .translate import MessagesOptions
 from ..errors import ApiError, error_body
-from ...engine.generation import Delta, Generation
+from ...engine.generation import Generation
+from ...engine.types import Delta
 from ..streaming import Event, sse
 
 _PING: Event = ("ping", {"type": "ping"})

@@ -14,8 +14,8 @@ import uuid
 from typing import Any
 
 from ..errors import ApiError, bad_request, error_body, expect, expect_number
-from ...engine.engine import ChatRequest
-from ...engine.generation import Delta, Generation
+from ...engine.generation import Generation
+from ...engine.types import ChatRequest, Delta
 from ..reasoning import normalize_messages
 from ..streaming import Event, sse
 

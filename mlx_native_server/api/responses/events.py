@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from ...engine.generation import Delta, ToolCall, Usage
+from ...engine.types import Delta, ToolCall, Usage
 
 Event = dict[str, Any]
 

@@ -9,7 +9,8 @@ stretch (long prefill, long tool call) gets SSE comment heartbeats.
 from __future__ import annotations
 
 from ..errors import ApiError
-from ...engine.generation import Delta, Generation
+from ...engine.generation import Generation
+from ...engine.types import Delta
 from .events import Output
 from .translate import ResponsesOptions
 from ..streaming import Event, sse

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import bad_request, expect, expect_number, optional_array
-from ...engine.engine import ChatRequest
+from ...engine.types import ChatRequest
 from ..reasoning import join_content, to_template
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
