@@ -1,10 +1,13 @@
-"""Config precedence, origins, validation, and the committed example file."""
+"""Config precedence, origins, validation, the typed schema, and the committed example file."""
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 
 import pytest
 
-from mlx_native_server.core import config, config_docs
+from mlx_native_server.core import config, config_docs, config_values
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.core.paths import Paths
 
@@ -67,13 +70,14 @@ def test_sizes():
 
 def test_committed_example_documents_every_key_at_its_default(tmp_path):
     text = (REPO / "server.toml").read_text()
-    assert text == config_docs.example_file(), "regenerate: python -m mlx_native_server config --example > server.toml"
+    assert text == config_docs.example_file(), "run scripts/sync-docs.sh"
     # Uncommented, the example loads and gives exactly the defaults.
-    lines = [l[2:] for l in text.splitlines() if l.startswith("# ") and " = " in l and l[2:3].isalpha()]
+    lines = [line[2:] for line in text.splitlines()
+             if line.startswith("# ") and " = " in line and line[2:3].isalpha()]
     s = config.load({}, {}, paths_at(tmp_path, "\n".join(lines) + "\n"))
-    assert {k.name for k in config.KEYS} <= {l.split(" = ")[0] for l in lines}
+    assert {k.name for k in config.KEYS} <= {line.split(" = ")[0] for line in lines}
     for key in config.KEYS:
-        assert s.values[key.name] == key.default, key.name
+        assert getattr(s, key.name) == key.default, key.name
 
 
 def test_describe_shows_origins_and_hides_the_key(tmp_path):
@@ -86,3 +90,56 @@ def test_describe_shows_origins_and_hides_the_key(tmp_path):
 def test_readme_configuration_table_is_current():
     text = (REPO / "README.md").read_text()
     assert config_docs.markdown_table() in text, "run scripts/sync-docs.sh"
+
+
+def _fits(value, hint) -> bool:
+    """value is of the annotated type (exactly: a bool is not an int here)."""
+    if typing.get_origin(hint) is typing.Literal:
+        return value in typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    return type(value) is hint
+
+
+def test_every_key_is_a_typed_field(tmp_path):
+    hints = typing.get_type_hints(config.Settings)  # every annotation resolves
+    assert [k.name for k in config.KEYS] == [
+        f.name for f in dataclasses.fields(config.Settings) if f.name not in ("origins", "paths")]
+    # Each key given as text (its environment variable) reads back as its own type.
+    env = {k.env: str(k.default) for k in config.KEYS}
+    s = config.load({}, env, paths_at(tmp_path))
+    for key in config.KEYS:
+        assert _fits(key.default, hints[key.name]), key.name
+        assert key.parse(key.default) == key.default, key.name
+        assert _fits(getattr(s, key.name), hints[key.name]), key.name
+        assert getattr(s, key.name) == key.default, key.name
+
+
+def test_settings_are_frozen(tmp_path):
+    s = config.load({}, {}, paths_at(tmp_path))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 9000
+    with pytest.raises(AttributeError):
+        getattr(s, "prot")  # a typo is an error, not a silent default
+
+
+def test_replace_keeps_origins_and_refuses_a_misspelt_key(tmp_path):
+    s = config.load({"port": "8100"}, {"MLX_NATIVE_SERVER_HOST": "127.0.0.2"}, paths_at(tmp_path))
+    t = s.replace(max_tokens=4096)
+    assert (t.max_tokens, t.origin("max_tokens")) == (4096, "set by the program")
+    assert (t.port, t.origin("port")) == (8100, "set by --port")
+    assert (t.host, t.origin("host")) == ("127.0.0.2", "set by MLX_NATIVE_SERVER_HOST")
+    assert (s.max_tokens, s.origin("max_tokens")) == (120000, "default")  # s itself unchanged
+    with pytest.raises(TypeError, match="max_tokns"):
+        s.replace(max_tokns=4096)
+    with pytest.raises(TypeError, match="paths"):
+        s.replace(paths=s.paths)  # not a key: replace() changes keys only
+
+
+def test_a_field_declared_without_key_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Loose:
+        port: int = 8000  # no key(): no help, no flag, no env name
+
+    with pytest.raises(TypeError, match="Loose.port"):
+        config_values.keys_of(Loose)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import KEYS, Key, _str, human_size, parse_bool, parse_size
+from .config import KEYS
+from .config_values import Key, human_size, parse_bool, parse_size, parse_str
 
 
 def _toml_value(value: Any) -> str:
@@ -22,7 +23,7 @@ def _valid_text(key: Key) -> str:
     if key.check_text:
         return key.check_text
     return {parse_bool: "true or false", parse_size: "a size such as 8GB or 512MiB"}.get(
-        key.parse, "a string" if key.parse is _str else "a number")
+        key.parse, "a string" if key.parse is parse_str else "a number")
 
 
 def _default(key: Key) -> Any:
@@ -56,5 +57,6 @@ def markdown_table() -> str:
     rows = ["| key | default | environment variable | flag | meaning |",
             "| --- | --- | --- | --- | --- |"]
     for key in KEYS:
-        rows.append(f"| `{key.name}` | `{_toml_value(_default(key))}` | `{key.env}` | `{key.flag}` | {key.help} |")
+        rows.append(f"| `{key.name}` | `{_toml_value(_default(key))}` | `{key.env}` "
+                    f"| `{key.flag}` | {key.help} |")
     return "\n".join(rows)
