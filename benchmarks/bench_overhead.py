@@ -36,10 +36,12 @@ from mlx_lm import load, stream_generate  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from mlx_native_server.core import config  # noqa: E402
-from mlx_native_server.models import demo as dm  # noqa: E402
 from live_server import LiveServer  # noqa: E402
-from mlx_native_server.engine.engine import _head_dim, _ScriptProcessor, kv_quantization_works  # noqa: E402
+from mlx_native_server.adapter.kv import kv_quantization_works  # noqa: E402
+from mlx_native_server.core import config  # noqa: E402
+from mlx_native_server.engine.engine import _head_dim  # noqa: E402
+from mlx_native_server.engine.hooks import _ScriptProcessor  # noqa: E402
+from mlx_native_server.models import demo as dm  # noqa: E402
 
 REQUEST_TIMEOUT = 600
 GOAL_RATIO = 0.98  # server decode tok/s over direct
@@ -238,7 +240,7 @@ def print_table(results: list[dict]) -> None:
         print(f"\nINVALID DECODE FIGURES: after each forced reply the model's forward pass "
               f"was still unevaluated ({'; '.join(lazy)}). The test hook's forced logits do "
               "not depend on the model's, so decoding skipped the model and the next reader "
-              "of the KV cache pays for it. Fix: engine._ScriptProcessor returns "
+              "of the KV cache pays for it. Fix: engine/hooks.py _ScriptProcessor returns "
               "mx.depends(forced_logits, logits).")
 
 

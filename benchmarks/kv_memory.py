@@ -31,8 +31,8 @@ from mlx_lm.generate import generate_step, maybe_quantize_kv_cache  # noqa: E402
 from mlx_lm.models.base import scaled_dot_product_attention  # noqa: E402
 from mlx_lm.models.cache import QuantizedKVCache, make_prompt_cache  # noqa: E402
 
+from mlx_native_server.adapter.kv import kv_quantization_works  # noqa: E402
 from mlx_native_server.models import demo as demo_model  # noqa: E402
-from mlx_native_server.engine.engine import kv_quantization_works  # noqa: E402
 
 PREFILL_STEP = 2048  # mlx-lm's and the server's default prefill_step_size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}

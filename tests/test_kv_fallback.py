@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
+from mlx_native_server.adapter import kv
 from mlx_native_server.core import config
-
-from mlx_native_server.engine import engine
 from mlx_native_server.core.paths import Paths
+from mlx_native_server.engine import engine
 
 
 def _settings(home, model, **flags):
@@ -33,7 +33,7 @@ def probe(monkeypatch):
             return self.result
 
     fake = Probe()
-    monkeypatch.setattr(engine, "kv_quantization_works", fake)
+    monkeypatch.setattr(engine, "kv_quantization_works", fake)  # the name the engine calls
     return fake
 
 
@@ -82,4 +82,4 @@ def test_kv_bits_zero_skips_the_probe_and_warns_nothing(tmp_path, demo_model, pr
 
 @pytest.mark.parametrize("bits,head_dim", [(4, 64), (8, 64), (4, 128)])
 def test_kv_quantization_works_on_the_cpu_backend(bits, head_dim):
-    assert engine.kv_quantization_works(bits, 64, head_dim) is True
+    assert kv.kv_quantization_works(bits, 64, head_dim) is True

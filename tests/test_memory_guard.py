@@ -21,14 +21,14 @@ import pytest
 import requests
 from mlx_lm.models.cache import KVCache
 
-from mlx_native_server.core import config
-
-from mlx_native_server.memory import plan as mp, device as plan_cmd
 from mlx_native_server.cache.disk import DiskTier
+from mlx_native_server.cache.store import PromptCacheStore
+from mlx_native_server.core import config
+from mlx_native_server.core.paths import Paths
 from mlx_native_server.engine.engine import Engine, fit_or_spill
 from mlx_native_server.engine.types import ChatRequest, MemoryExhausted
-from mlx_native_server.core.paths import Paths
-from mlx_native_server.cache.store import PromptCacheStore
+from mlx_native_server.memory import device as plan_cmd
+from mlx_native_server.memory import plan as mp
 
 COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 0,
           "kv_group_size": 64, "quantized_kv_start": 0}
@@ -151,8 +151,8 @@ def test_the_engine_refuses_before_the_prefill_and_serves_once_it_fits(
             engine.generate(ChatRequest(messages=HELLO, max_tokens=8))
         assert engine.alive and engine.healthy  # a refusal is no failure
         engine.guard_memory(fitting)
-        _, responses = engine.generate(ChatRequest(messages=HELLO, max_tokens=8, temperature=0))
-        assert [r for r in responses if r.finish_reason is not None]
+        run = engine.generate(ChatRequest(messages=HELLO, max_tokens=8, temperature=0))
+        assert [step for step in run if step.finish_reason is not None]
     finally:
         engine.stop()
 

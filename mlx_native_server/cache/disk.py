@@ -22,19 +22,24 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_map, tree_unflatten
-from mlx_lm.models.cache import (
-    KVCache, QuantizedKVCache, can_trim_prompt_cache, load_prompt_cache, save_prompt_cache,
-)
 
-from . import policy
+from ..adapter.kv import (
+    KVCache,
+    QuantizedKVCache,
+    can_trim_prompt_cache,
+    load_prompt_cache,
+    save_prompt_cache,
+)
 from ..core import filemodes
+from . import policy
 
 log = logging.getLogger("mlx_native_server.cache.disk")
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
+from ..adapter.kv import can_trim_prompt_cache, trim_prompt_cache
 from . import policy
 from .disk import DiskTier
 from .fingerprint import model_fingerprint

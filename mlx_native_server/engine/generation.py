@@ -1,9 +1,10 @@
 """One request's generation as plain events, for every API front end.
 
-The engine yields upstream Responses (a token and its text); this turns
-them into `Delta`s of reasoning, answer text and parsed tool calls, and at
-the end a finish reason and usage. The OpenAI, Anthropic and Responses
-front ends only format these.
+The engine hands back a `Run` (engine/types.py) that yields `Step`s (a
+token's text); this turns them into `Delta`s of reasoning, answer text and
+parsed tool calls, and at the end a finish reason and usage. The OpenAI,
+Anthropic and Responses front ends only format these. Pure: it sees the
+engine only through `Run`, so it imports no mlx.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from .types import ChatRequest, Delta, Timing, ToolCall, Usage, new_call_id
+from .types import ChatRequest, Delta, Run, Timing, ToolCall, Usage, new_call_id
 
 if TYPE_CHECKING:  # the engine imports mlx; this module stays pure
     from .engine import Engine
@@ -30,61 +32,62 @@ class Generation:
     """
 
     def __init__(self, engine: Engine, request: ChatRequest, progress=None, waiting=None):
-        self.engine = engine
         self.request = request
         self.timing = Timing()
-        self.ctx, self._responses = engine.generate(request, progress=progress, waiting=waiting)
-        self.usage = Usage(prompt_tokens=len(self.ctx.prompt))
+        self.run: Run = engine.generate(request, progress=progress, waiting=waiting)
+        self.usage = Usage(prompt_tokens=self.run.prompt_tokens)
         self.finish_reason: str | None = None
         self.stop_sequence: str | None = None
         self._raw = ""  # the tail of the raw text, for stop words only
         # A tail long enough to hold any stop word plus one token's text.
         self._keep = 2 * max(map(len, request.stop)) + 256 if request.stop else 0
-        self.cache_lookup = None  # a prompt_cache.Lookup once the prompt is looked up
+        self.cache_lookup: Any = None  # a cache.store.Lookup once the prompt is looked up
 
     def cancel(self) -> None:
-        self.ctx.stop()
+        self.run.stop()
 
     @property
     def prompt_cache_count(self) -> int:
         """Prompt tokens found in the prompt cache; -1 until the engine has looked."""
-        return self.ctx.prompt_cache_count
+        return self.run.cached_tokens
 
     def __iter__(self) -> Iterator[Delta]:
         try:
             yield from self._events()
         finally:
             self.timing.done = time.monotonic()
-            self.ctx.stop()
+            self.run.stop()
 
     def _events(self) -> Iterator[Delta]:
-        engine, ctx = self.engine, self.ctx
-        state = engine.text_state(ctx)
-        current = prev = ctx.initial_state
+        run = self.run
+        splitter = run.splitter()
+        current: str | None = splitter.initial
+        prev: str | None = current
         tool_text = ""
         made_call = False
         finish = "stop"
         at_start = True  # answer text after </think> starts without blank lines
-        for gen in self._responses:
+        for step in run:
             if self.timing.first_token is None:
                 self.timing.first_token = time.monotonic()
-                # upstream sets the cache count once it has looked the prompt up
-                self.usage.cached_tokens = max(ctx.prompt_cache_count, 0)
-                self.cache_lookup = engine.cache_lookup(ctx)
+                # the engine has looked the prompt up before its first token
+                self.usage.cached_tokens = max(run.cached_tokens, 0)
+                self.cache_lookup = run.cache_lookup
             self.usage.completion_tokens += 1
             if current == "reasoning":
                 self.usage.reasoning_tokens += 1
             if self._keep:
-                self._raw = (self._raw + gen.text)[-self._keep:]
-            if gen.finish_reason == "stop":
-                state, current = engine.discard(state)
+                self._raw = (self._raw + step.text)[-self._keep:]
+            segments: list[tuple[str | None, str]]
+            if step.finish_reason == "stop":
+                current = splitter.discard()
                 segments = [(current, "")]
-            elif gen.finish_reason == "length":
-                state, segments = engine.split(state, gen.text)
-                state, flushed, current = engine.flush(state)
+            elif step.finish_reason == "length":
+                segments = splitter.split(step.text)
+                flushed, current = splitter.flush()
                 segments.append((current, flushed))
             else:
-                state, segments = engine.split(state, gen.text)
+                segments = splitter.split(step.text)
             for current, text in segments:
                 if prev == "tool" and current != "tool":
                     for call in self._parse_tool(tool_text):
@@ -102,9 +105,9 @@ class Generation:
                 elif current == "reasoning" and text:
                     yield Delta("reasoning", text)
                 prev = current
-            if gen.finish_reason is not None:
-                finish = gen.finish_reason
-            elif self._stop_in_tail(len(gen.text)):
+            if step.finish_reason is not None:
+                finish = step.finish_reason
+            elif self._stop_in_tail(len(step.text)):
                 break  # finish stays "stop"; __iter__ stops the engine
         if prev == "tool" and tool_text:
             for call in self._parse_tool(tool_text):
@@ -118,13 +121,11 @@ class Generation:
 
     def _parse_tool(self, text: str) -> list[ToolCall]:
         try:
-            parsed = self.ctx.tool_parser(text, self.request.tools)
-        except (ValueError, json.JSONDecodeError) as e:
+            parsed = self.run.parse_tools(text, self.request.tools)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
             log.warning("could not parse a tool call (%s: %s); the text was %r",
                         type(e).__name__, e, text[:200])
             return []
-        if not isinstance(parsed, list):
-            parsed = [parsed]
         calls = []
         for item in parsed:
             args = item.get("arguments", {})

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass
@@ -80,6 +81,73 @@ class Timing:
         if self.first_token is None or self.done is None:
             return 0.0
         return self.done - self.first_token
+
+
+@dataclass
+class Step:
+    """One generated token as the engine reports it: its text (possibly
+    empty, or several characters) and, on the last one, why generation ended
+    ("stop" or "length")."""
+
+    text: str
+    finish_reason: str | None = None
+
+
+class TextSplitter(Protocol):
+    """Splits generated text into runs of the reasoning / tool / normal text
+    states, stripping the markers that switch between them; it keeps its
+    state between calls. State names are "normal", "reasoning", "tool" (or
+    None once a stop word ended the text)."""
+
+    initial: str  # the state the reply starts in
+
+    def split(self, text: str) -> list[tuple[str | None, str]]:
+        """Consume `text`; one (state, text) segment per state passed, the last
+        one the current state. Text that may start a marker is held back."""
+        ...
+
+    def flush(self) -> tuple[str, str | None]:
+        """(the held-back text, the current state): at a "length" finish."""
+        ...
+
+    def discard(self) -> str | None:
+        """Drop the held-back text; returns the current state: at a "stop" finish."""
+        ...
+
+
+class Run(Protocol):
+    """One request the engine has taken: iterate it for its Steps.
+
+    `prompt_tokens` is known once the engine has taken the request;
+    `cached_tokens` (prompt tokens reused from the prompt cache) is -1 and
+    `cache_lookup` (a cache.store.Lookup) None until the engine has looked the
+    prompt up, which happens before the first Step. `stop()` asks the engine
+    to stop at its next token, from any thread."""
+
+    prompt_tokens: int
+
+    @property
+    def cached_tokens(self) -> int: ...
+
+    @property
+    def cache_lookup(self) -> Any: ...
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def splitter(self) -> TextSplitter:
+        """A fresh splitter for this request's reply."""
+        ...
+
+    def parse_tools(self, text: str, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        """The tool calls in the text of one tool block, as dicts with "name",
+        "arguments" (a dict or JSON text) and maybe "id"; raises ValueError
+        when the text is no valid call."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def __iter__(self) -> Iterator[Step]: ...
 
 
 class MemoryExhausted(Exception):

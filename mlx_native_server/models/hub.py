@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..adapter.models import allow_patterns
 from ..core.errors import UserError
 
-try:  # the patterns mlx-lm itself downloads with
-    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS as ALLOW_PATTERNS
-except ImportError:  # pragma: no cover - moved upstream; keep the 0.32 list
-    ALLOW_PATTERNS = ["*.json", "model*.safetensors", "*.py", "tokenizer.model", "*.tiktoken",
-                      "tiktoken.model", "*.txt", "*.jsonl", "*.jinja"]
+ALLOW_PATTERNS = allow_patterns()  # the patterns mlx-lm itself downloads with
+
 
 @dataclass(frozen=True)
 class HubRepo:
@@ -86,7 +84,7 @@ def cached(repo_id: str, revision: str | None, api: Any = None) -> Path | None:
         path = Path(_api(api).snapshot_download(repo_id, revision=revision,
                                                 allow_patterns=ALLOW_PATTERNS,
                                                 local_files_only=True))
-    except Exception:  # noqa: BLE001 - anything means "not usable offline"
+    except Exception:
         return None
     return path if (path / "config.json").is_file() else None
 
@@ -105,7 +103,7 @@ def lookup(repo_id: str, revision: str | None, api: Any = None) -> HubRepo:
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         config_file = api.hf_hub_download(repo_id, "config.json", revision=revision)
         config = json.loads(Path(config_file).read_text("utf-8"))
-    except Exception as e:  # noqa: BLE001 - every Hub failure becomes one sentence
+    except Exception as e:
         raise _hub_error(repo_id, e) from None
     files = [s for s in info.siblings or [] if wanted(s.rfilename)]
     size = sum(s.size or 0 for s in files)
@@ -124,7 +122,7 @@ def tensor_names(repo: HubRepo, api: Any = None) -> list[str]:
         meta = _api(api).get_safetensors_metadata(repo.repo_id, revision=repo.revision)
     except errors.NotASafetensorsRepoError:
         return []
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise _hub_error(repo.repo_id, e) from None
     return list(meta.weight_map)
 
@@ -138,6 +136,6 @@ def download(repo: HubRepo, local_dir: Path | None = None, api: Any = None) -> P
         return Path(_api(api).snapshot_download(repo.repo_id, revision=repo.revision,
                                                 allow_patterns=ALLOW_PATTERNS,
                                                 local_dir=local_dir))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise UserError(f"the download of {repo.repo_id} into {where} stopped ({_short(e)}); run "
                         "the same command again to resume it.") from None

@@ -62,16 +62,11 @@ def clean_stale(out: Path) -> None:
 def sample(path: Path, what: str = "converted") -> str:
     """Load the model at `path` and generate a few tokens; UserError if it
     does not load or generate."""
-    from mlx_lm import generate, load
+    from ..adapter.models import sample as mlx_lm_sample
 
     try:
-        model, tokenizer = load(str(path))
-        prompt = "Hello"
-        if getattr(tokenizer, "chat_template", None):
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}],
-                                                   add_generation_prompt=True)
-        return generate(model, tokenizer, prompt=prompt, max_tokens=SAMPLE_TOKENS)
-    except Exception as e:  # noqa: BLE001
+        return mlx_lm_sample(str(path), SAMPLE_TOKENS)
+    except Exception as e:
         raise UserError(f"the {what} model did not load and generate ({one_line(e)}); "
                         "nothing was kept. Run again with --no-verify to keep it anyway.") from None
 

@@ -158,8 +158,9 @@ def _keep(tree: Tree, keep: Path, failed: Applied | None) -> None:
 
 def check(settings: BuildSettings) -> int:
     """Apply the series to another version in a scratch tree and report each
-    patch; nothing is installed. With `keep`, stop at the first failure and
-    leave the tree there for resolving it."""
+    patch, then check the adapter's contract against the result; nothing is
+    installed. With `keep`, stop at the first failure and leave the tree
+    there for resolving it."""
     if settings.keep and settings.keep.exists():
         raise UserError(f"{settings.keep} already exists; give --keep a new directory.")
     patches = patch_queue.read_series(settings.patches_dir)
@@ -171,6 +172,9 @@ def check(settings: BuildSettings) -> int:
                                            keep_going=settings.keep is None)
         print_results(results)
         failed = [r for r in results if not r.ok]
+        moved = [] if failed else venvs.contract_problems(
+            tree.path, venvs.venv_python(settings.venv), what="importing the patched mlx-lm",
+            hint="a patch may break the import; nothing was installed")[1]
         if settings.keep:
             _keep(tree, settings.keep, failed[0] if failed else None)
     if failed and settings.keep:
@@ -179,6 +183,9 @@ def check(settings: BuildSettings) -> int:
     if failed:
         raise UserError(f"{len(failed)} of {len(patches)} patch(es) do not apply to mlx-lm "
                         f"{tree.version}; rebase them (MLX_LM_MANAGEMENT.md) before moving to it.")
-    print(f"all {len(patches)} patch(es) apply to mlx-lm {tree.version}; install it with "
+    if moved:
+        raise venvs.moved_error(tree.version, moved, "nothing was installed")
+    print(f"all {len(patches)} patch(es) apply to mlx-lm {tree.version} and every name the "
+          "adapter uses is there; install it with "
           f"./setup-mlx-lm-repo.sh {_source_args(settings.source)}")
     return 0

@@ -1,9 +1,10 @@
 """Putting an mlx-lm build into the venv, and telling what is there.
 
 A wheel (wheel_build.py) is imported from a scratch directory before the
-venv is touched, and is installed with --no-deps so
-mlx and the rest stay as they are. A record in the venv says where the
-installed mlx-lm came from.
+venv is touched, and checked against the adapter's contract (every upstream
+name and signature mlx_native_server/adapter/ relies on); then it is
+installed with --no-deps so mlx and the rest stay as they are. A record in
+the venv says where the installed mlx-lm came from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from ..core import proc
 from ..core.errors import UserError
 
 RECORD = "mlx-native-server-mlx-lm.json"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding mlx_native_server/
+ADAPTER_HINT = "the adapter in mlx_native_server/adapter/ must follow"
+# Imports mlx_lm from sys.argv[1] first, then runs adapter/contract.py from
+# this checkout against it; prints {"version", "problems"} as its last line.
+# No .pyc files: argv[1] may be a source tree kept for the user (--keep).
+_CONTRACT = """\
+import json, sys
+sys.dont_write_bytecode = True
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import mlx_lm, mlx_lm.server, mlx_lm.convert
+from mlx_native_server.adapter import contract
+print(json.dumps({"version": mlx_lm.__version__, "problems": contract.problems()}))
+"""
 _PROBE = """\
 import importlib.metadata as md, json, sys
 try:
@@ -69,17 +83,36 @@ def build_version(upstream: str, patches: int, sha: str) -> str:
     return f"{upstream}.{label}" if "+" in upstream else f"{upstream}+{label}"
 
 
+def contract_problems(site: Path, python: Path, what: str, hint: str) -> tuple[str, list[str]]:
+    """Import the mlx_lm in `site` (a directory holding mlx_lm/) with the
+    venv's packages and check the adapter's contract against it; returns
+    (its version, what moved). UserError naming `what` if it does not import."""
+    r = proc.run([str(python), "-c", _CONTRACT, str(site), str(PACKAGE_ROOT)], what=what, hint=hint)
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    return data["version"], data["problems"]
+
+
+def moved_error(version: str, moved: list[str], outcome: str) -> UserError:
+    """The one-line error for an mlx-lm that moved names the adapter uses."""
+    names = "; ".join(" ".join(problem.split()) for problem in moved)  # one line
+    return UserError(f"mlx-lm {version} moved {len(moved)} name(s) the adapter uses: "
+                     f"{names}; {ADAPTER_HINT}; {outcome}")
+
+
 def check_import(wheel: Path, workdir: Path, python: Path) -> str:
     """Import the wheel's mlx_lm (and its server and converter) from a
-    scratch directory with the venv's packages; return its version."""
+    scratch directory with the venv's packages, and check the adapter's
+    contract against it; return its version. UserError if it does not
+    import, or names what moved."""
     site = workdir / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mlx_lm, mlx_lm.server, "
-            "mlx_lm.convert; print(mlx_lm.__version__)")
-    r = proc.run([python, "-c", code, site], what="importing the patched mlx-lm",
-                 hint="a patch may break the import; the current install is unchanged")
-    return r.stdout.strip().splitlines()[-1]
+    version, moved = contract_problems(
+        site, python, what="importing the patched mlx-lm",
+        hint="a patch may break the import; the current install is unchanged")
+    if moved:
+        raise moved_error(version, moved, "the current install is unchanged")
+    return version
 
 
 def install_wheel(wheel: Path, python: Path) -> None:
