@@ -1,7 +1,8 @@
 """`python -m mlx_native_server VERB ...`: dispatch to one module per verb.
 
-The root scripts call this; each verb module has `main(argv) -> int` that
-parses its own flags into a Settings object and does the work.
+The root scripts call this. Each verb is a module of commands/ with
+`main(argv) -> int` that parses its own flags into the settings object its
+layer takes, then calls the layer; this module only picks the verb.
 """
 
 from __future__ import annotations
@@ -9,17 +10,18 @@ from __future__ import annotations
 import importlib
 import sys
 
+# verb -> (its module in mlx_native_server/commands/, the line `--help` shows)
 VERBS = {
-    "start": ("commands.start", "start the server in the foreground (./start-server.sh)"),
-    "serve": ("commands.start", "the server process itself (used by start and the service)"),
-    "stop": ("commands.stop", "stop a running server (./stop-server.sh)"),
-    "status": ("commands.status", "say whether the server and its service are running"),
-    "config": ("commands.config", "print the effective configuration and where each value came from"),
-    "demo": ("models.demo", "generate the tiny random-weight demo model"),
-    "install-service": ("service.manager", "install the login service (./install-service.sh)"),
-    "uninstall-service": ("service.manager", "remove the login service (./uninstall-service.sh)"),
-    "convert": ("models.convert", "convert a Hugging Face model to MLX (./convert-model.sh)"),
-    "mlx-lm": ("upstream.repo", "manage the mlx-lm install (./setup-mlx-lm-repo.sh)"),
+    "start": ("start", "start the server in the foreground (./start-server.sh)"),
+    "serve": ("serve", "the server process itself (used by start and the service)"),
+    "stop": ("stop", "stop a running server (./stop-server.sh)"),
+    "status": ("status", "say whether the server and its service are running"),
+    "config": ("config", "print the effective configuration and where each value came from"),
+    "demo": ("demo", "generate the tiny random-weight demo model"),
+    "install-service": ("install_service", "install the login service (./install-service.sh)"),
+    "uninstall-service": ("uninstall_service", "remove the login service (./uninstall-service.sh)"),
+    "convert": ("convert", "convert a Hugging Face model to MLX (./convert-model.sh)"),
+    "mlx-lm": ("mlx_lm", "manage the mlx-lm install (./setup-mlx-lm-repo.sh)"),
 }
 
 
@@ -30,6 +32,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb; its exit code (2 for no verb or an unknown one)."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -38,6 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb '{verb}'.\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"mlx_native_server.{VERBS[verb][0]}")
-    entry = getattr(module, "main_" + verb.replace("-", "_"), None) or module.main
-    return entry(rest)
+    # Imported only when chosen: each verb loads what it needs (mlx only to serve).
+    module = importlib.import_module(f"mlx_native_server.commands.{VERBS[verb][0]}")
+    return module.main(rest)

@@ -15,18 +15,19 @@ import signal
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from . import __version__
-from .core import heap
 from .api.errors import ApiError
+from .core import heap
 from .core.config import Settings
+from .core.logrotate import StreamLogs
 from .engine.engine import Engine
+from .engine.watchdog import verdict
 from .http.app import App
 from .http.asgi import build_asgi
-from .http.server import HttpServer, bind
-from .core.logrotate import StreamLogs
 from .http.metrics import ServerMetrics
-from .engine.watchdog import verdict
+from .http.server import HttpServer, bind
 
 log = logging.getLogger("mlx_native_server.server")
 
@@ -129,7 +130,7 @@ def _metrics(app: App) -> ServerMetrics:
         engine_state=app.engine_state)
 
 
-def exit_now(code: int) -> None:
+def exit_now(code: int) -> NoReturn:
     """Exit without running interpreter teardown: logs are flushed and the
     engine joined by now, and mlx's static destructors can abort ("terminate
     called without an active exception") while daemon threads linger, which
@@ -160,7 +161,8 @@ def run(settings: Settings, plan=None) -> int:
     app = App(settings, engine, test_hooks=test_hooks)
     app.metrics = _metrics(app)
     app.heap = heap.Trimmer()
-    server = HttpServer(build_asgi(app), bind(settings.host, settings.port), settings.request_timeout)
+    server = HttpServer(build_asgi(app), bind(settings.host, settings.port),
+                        settings.request_timeout)
     _write_pid(settings)
     stop = threading.Event()
     _install_signals(stop, app)

@@ -10,20 +10,20 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from mlx_native_server.models import convert as convert_cmd
-from mlx_native_server.models import source as model_source
-from mlx_native_server.models.convert import quantization_summary
-from mlx_native_server.models.demo import write_hf_checkpoint
+from conftest import free_port
+from mlx_native_server.commands import convert as convert_cmd
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.core.paths import Paths
-
-from conftest import free_port
+from mlx_native_server.memory import plan as memory_plan
+from mlx_native_server.models import source as model_source
+from mlx_native_server.models.convert import quantization_summary
+from mlx_native_server.models.convert import run as convert_run
+from mlx_native_server.models.demo import write_hf_checkpoint
 
 NAME = "MiniMax-Tiny"
 
@@ -354,8 +354,8 @@ class FakeHub:
 
 def hub_install(home: Path, hub: FakeHub, *args: str):
     paths = Paths.from_env({"MLX_NATIVE_SERVER_HOME": str(home)})
-    return convert_cmd.run(convert_cmd.settings_from(["mlx-community/Tiny-4bit", *args], paths),
-                           api=hub)
+    return convert_run(convert_cmd.settings_from(["mlx-community/Tiny-4bit", *args], paths),
+                       api=hub)
 
 
 def test_mlx_repo_is_downloaded_into_a_hidden_directory_then_installed(mlx_models, tmp_path):
@@ -387,18 +387,13 @@ def test_hub_unreachable_is_one_sentence(mlx_models, tmp_path):
 
 
 def test_memory_plan_is_asked_before_anything_is_downloaded(mlx_models, tmp_path, monkeypatch):
-    import mlx_native_server
-
     asked = []
 
-    def check_model_fits(config, weight_bytes, settings):
+    def check_model_fits(config, weight_bytes, settings, device):
         asked.append((config, weight_bytes, settings.max_tokens))
         raise UserError("the model needs 70 GB but this machine has 64 GB")
 
-    plan = types.ModuleType("mlx_native_server.memory.plan")
-    plan.check_model_fits = check_model_fits
-    monkeypatch.setitem(sys.modules, plan.__name__, plan)
-    monkeypatch.setattr(mlx_native_server, "memory_plan", plan, raising=False)
+    monkeypatch.setattr(memory_plan, "check_model_fits", check_model_fits)
     hub = FakeHub(mlx_models[4])
     with pytest.raises(UserError, match="needs 70 GB"):
         hub_install(tmp_path, hub)

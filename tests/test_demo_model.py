@@ -7,11 +7,15 @@ import time
 
 import pytest
 
-from mlx_native_server.models import demo as demo_model
-from mlx_native_server.models.demo import (
-    ANSWER_SCRIPT, EOS, THINK_SCRIPT, generate, write_hf_checkpoint,
-)
+from mlx_native_server.commands import demo as demo_cmd
 from mlx_native_server.core.errors import UserError
+from mlx_native_server.models.demo import (
+    ANSWER_SCRIPT,
+    EOS,
+    THINK_SCRIPT,
+    generate,
+    write_hf_checkpoint,
+)
 
 SCRIPTED_REPLY = THINK_SCRIPT + "</think>" + ANSWER_SCRIPT
 WEATHER_TOOL = {
@@ -153,10 +157,10 @@ def test_hf_checkpoint_converts_at_4_bits(tmp_path):
 
 def test_cli_writes_under_the_home_with_a_banner(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLX_NATIVE_SERVER_HOME", str(tmp_path))
-    assert demo_model.main([]) == 0
+    assert demo_cmd.main([]) == 0
     assert (tmp_path / "local-models" / "demo" / "demo-model.json").is_file()
     assert "random text" in capsys.readouterr().out
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("")
-    assert demo_model.main(["--path", "other"]) == 1
+    assert demo_cmd.main(["--path", "other"]) == 1
     assert "not a demo model" in capsys.readouterr().err

@@ -16,8 +16,9 @@ import pytest
 
 from mlx_native_server.api.errors import ApiError, error_body
 from mlx_native_server.http.json_body import MAX_DEPTH, parse_json_body
-from mlx_native_server.api.schemas.models import (effective_seed, effective_top_k, openapi, validate_anthropic_messages,
+from mlx_native_server.api.schemas.models import (effective_seed, effective_top_k, validate_anthropic_messages,
                                        validate_openai_chat, validate_responses)
+from mlx_native_server.api.schemas.openapi import document as openapi
 
 HI = [{"role": "user", "content": "hi"}]
 

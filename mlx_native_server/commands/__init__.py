@@ -1,1 +1,2 @@
-"""One module per verb of `python -m mlx_native_server`; each has `main(argv) -> int`."""
+"""One module per verb of `python -m mlx_native_server`, each with `main(argv) -> int`
+(cli.py dispatches to them; `_flags` holds what they share)."""

@@ -1,4 +1,8 @@
-"""`./start-server.sh`: check, then serve in the foreground."""
+"""`./start-server.sh`: check, then serve in the foreground.
+
+`parser` and `prepare` are shared with `serve` (commands/serve.py), the
+process the login service runs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ import argparse
 import logging
 import os
 
-# serve (and with it mlx) is imported only to serve: --status and --service
-# stay quick.
+# The server (and with it mlx) is imported only to serve: --status and
+# --service stay quick.
 from ..core import config, logsetup, preflight
-from ..memory import plan as memory_plan
 from ..core.errors import reported
+from ..memory import plan as memory_plan
+from . import _flags
 
 log = logging.getLogger("mlx_native_server.commands.start")
 
@@ -22,7 +27,8 @@ def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
                     "in the foreground (Ctrl+C stops it).",
     )
     p.add_argument("--print-config", action="store_true",
-                   help="print the effective configuration and where each value came from, then exit")
+                   help="print the effective configuration and where each value came from, "
+                        "then exit")
     p.add_argument("--plan", action="store_true",
                    help="print the memory plan of the model at these settings on this machine, "
                         "then exit (3 if it does not fit)")
@@ -38,10 +44,15 @@ def _rank() -> int:
     return 0
 
 
+def _silent(*_lines: object) -> None:
+    """Progress lines nobody asked for (--plan prints the plan only)."""
+
+
 def _demo(settings: config.Settings, banner: bool = True) -> None:
+    """With model = demo: make sure the demo model is there (a second or less)."""
     if settings.model == "demo":
         from ..models import demo as demo_model
-        demo_model.generate(settings.paths.demo_model, progress=print if banner else lambda *a: None)
+        demo_model.generate(settings.paths.demo_model, progress=print if banner else _silent)
         if banner:
             print(demo_model.BANNER, flush=True)
 
@@ -51,14 +62,14 @@ def prepare(settings: config.Settings) -> tuple[config.Settings, memory_plan.Pla
     settings to serve with (prompt_cache_bytes = auto resolved) and the
     memory plan they fit. Under mlx.launch only rank 0 serves HTTP, so only
     it checks the port."""
-    from ..memory import device as plan_cmd
+    from ..memory import device
 
     _demo(settings)
     for warning in preflight.key_warnings(settings):
         log.warning("%s", warning)
     preflight.check_security(settings)
     preflight.check_model(settings)
-    settings, plan = plan_cmd.enforce(settings)
+    settings, plan = device.enforce(settings)
     if _rank() == 0:
         preflight.check_port(settings)
     return settings, plan
@@ -76,46 +87,45 @@ def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
-    return config.load({k.name: getattr(args, k.name) for k in config.KEYS})
+def _plan(settings: config.Settings, as_json: bool) -> int:
+    """`--plan`: the memory plan on this machine, without loading the model."""
+    from ..memory import device
+
+    _demo(settings, banner=False)
+    preflight.check_model(settings)
+    return device.show(settings, as_json=as_json)
 
 
-@reported
-def main(argv: list[str]) -> int:
-    args = _add_service_flags(parser()).parse_args(argv)
-    settings = _settings(args)
-    if args.print_config:
-        print(config.describe(settings))
-        return 0
-    if args.plan:
-        from ..memory import device as plan_cmd
-        _demo(settings, banner=False)
-        preflight.check_model(settings)
-        return plan_cmd.show(settings, as_json=args.json)
+def _serve(settings: config.Settings) -> int:
+    """In the foreground, unless the login service already serves this port."""
     from ..service import manager as service
-    from . import status
-    if args.status:
-        return status.report(settings, as_json=args.json)
-    if args.service:
-        return service.start_service(settings)
+
     running = service.running_service(settings)
     if running is not None:
         st, svc = running
         print(f"mlx-native-server is already running as the login service {st.name} "
               f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh.")
         return 0
-    from .. import server as serve
+    from .. import server
+
     logsetup.setup(settings)
     settings, plan = prepare(settings)
-    serve.exit_now(serve.run(settings, plan))
+    server.exit_now(server.run(settings, plan))
 
 
 @reported
-def main_serve(argv: list[str]) -> int:
-    """The service's entry: like start, logging to app.log only."""
-    args = parser("mlx_native_server serve").parse_args(argv)
-    settings = _settings(args)
-    from .. import server as serve
-    logsetup.setup(settings, terminal=False)
-    settings, plan = prepare(settings)
-    serve.exit_now(serve.run(settings, plan))
+def main(argv: list[str]) -> int:
+    args = _add_service_flags(parser()).parse_args(argv)
+    settings = _flags.settings(args)
+    if args.print_config:
+        print(config.describe(settings))
+        return 0
+    if args.plan:
+        return _plan(settings, args.json)
+    if args.status:
+        from . import status
+        return status.report(settings, as_json=args.json)
+    if args.service:
+        from ..service import manager as service
+        return service.start_service(settings)
+    return _serve(settings)

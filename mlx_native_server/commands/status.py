@@ -12,10 +12,11 @@ import argparse
 import json
 
 from ..core import config
-from ..service import manager as service
 from ..core.errors import reported
 from ..core.ports import read_pid
+from ..service import manager as service
 from ..service.state import exit_text
+from . import _flags
 
 EXIT_NOT_HEALTHY = 3
 
@@ -62,7 +63,8 @@ def render(report: dict) -> str:
     else:
         running = f"yes (pid {s['pid']})" if s["running"] else "no"
         lines += [f"  installed: yes ({s['file']})",
-                  f"  loaded:    {_yes(s['loaded'])}" + (f" ({s['detail']})" if s["detail"] else ""),
+                  f"  loaded:    {_yes(s['loaded'])}"
+                  + (f" ({s['detail']})" if s["detail"] else ""),
                   f"  running:   {running}" + (f", state {s['state']}" if s["state"] else ""),
                   f"  last exit: {exit_text(s['last_exit'])}"]
     h = srv["health"]
@@ -85,4 +87,4 @@ def report(settings: config.Settings, as_json: bool = False) -> int:
 @reported
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    return report(config.load({"port": args.port, "host": args.host}), as_json=args.json)
+    return report(_flags.settings(args, ("port", "host")), as_json=args.json)

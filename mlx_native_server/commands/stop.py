@@ -14,6 +14,7 @@ import time
 from ..core import config
 from ..core.errors import UserError, reported
 from ..core.ports import command_of, pid_alive, read_pid, who_listens
+from . import _flags
 
 
 def parser() -> argparse.ArgumentParser:
@@ -65,7 +66,7 @@ def _is_zombie(pid: int) -> bool:
 @reported
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    settings = config.load({"port": args.port, "stop_timeout": args.stop_timeout})
+    settings = _flags.settings(args, ("port", "stop_timeout"))
     # With the login service installed, stop it through its manager, so that
     # it stays stopped instead of being restarted.
     from ..service import manager as service

@@ -164,7 +164,9 @@ async def metrics(request: Request) -> Response:
 
 @functools.cache
 def _openapi_bytes() -> bytes:
-    return json.dumps(schemas.openapi()).encode()  # ~50 ms to build: once
+    from ..api.schemas.openapi import document  # built from the schemas on first use
+
+    return json.dumps(document()).encode()  # ~50 ms to build: once
 
 
 async def openapi(request: Request) -> Response:

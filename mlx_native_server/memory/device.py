@@ -1,5 +1,6 @@
 """The memory plan's edges: this machine, this model, `./start-server.sh --plan`,
-and the limits start sets from the plan (memory_plan.py does the arithmetic)."""
+and the limits start sets from the plan (memory/plan.py does the arithmetic;
+this module imports it, and it imports nothing of this one)."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def plan_for(settings: Settings, device: mp.Device | None = None) -> mp.Plan:
                         f"({e}); is it a complete model? Re-run ./convert-model.sh.") from None
     can_quantize = True
     if settings.kv_bits:
-        from ..engine.engine import kv_quantization_works  # the same probe the engine runs
+        from ..adapter.kv import kv_quantization_works  # the same probe the engine runs
 
         can_quantize = kv_quantization_works(settings.kv_bits, settings.kv_group_size,
                                              shape.head_dim)
@@ -115,10 +116,10 @@ def resolve(settings: Settings, plan: mp.Plan) -> Settings:
     would mean no byte limit); everything below start sees an int."""
     if settings.prompt_cache_bytes != "auto":
         return settings
-    values = {**settings.values, "prompt_cache_bytes": max(plan.prompt_cache, 1)}
     origins = {**settings.origins,
                "prompt_cache_bytes": f"auto: what the memory plan leaves ({settings.origin('prompt_cache_bytes')})"}
-    return dataclasses.replace(settings, values=values, origins=origins)
+    return dataclasses.replace(settings, prompt_cache_bytes=max(plan.prompt_cache, 1),
+                               origins=origins)
 
 
 def apply_limits(plan: mp.Plan) -> None:

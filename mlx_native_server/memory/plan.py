@@ -8,14 +8,16 @@ the formulas and the measurements behind them. The peak of one request is
 
 taken at the context cap (the last prefill chunk attends to every cached
 token) and at the switch to a quantized cache (both copies exist a moment).
-plan_cmd.py measures the machine and applies the plan; `check_model_fits`
-is what ./convert-model.sh asks before it downloads a model.
+memory/device.py measures the machine and applies the plan; it imports this
+module, never the other way round. `check_model_fits` is what
+./convert-model.sh asks before it downloads a model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from ..core.errors import UserError
 
@@ -47,7 +49,7 @@ class Shape:
     weight_bits: float  # bits per weight, scales and biases included
 
     @classmethod
-    def from_config(cls, config: dict) -> "Shape":
+    def from_config(cls, config: dict) -> Shape:
         heads = config["num_attention_heads"]
         q = config.get("quantization") or config.get("quantization_config") or {}
         dtype = DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2)
@@ -85,7 +87,7 @@ class Knobs:
     prefill_step_size: int
 
     @classmethod
-    def from_settings(cls, settings) -> "Knobs":
+    def from_settings(cls, settings) -> Knobs:
         return cls(**{f: getattr(settings, f) for f in cls.__dataclass_fields__})
 
 
@@ -214,7 +216,8 @@ def make_plan(config: dict, weight_bytes: int, knobs: Knobs, device: Device,
                 scores_in_memory=scores_materialized(
                     device.platform, bits > 0 and knobs.max_tokens > knobs.quantized_kv_start),
                 ranks=ranks,
-                wired_limit=min(device.limit, device.working_set) if device.platform == "macos" else 0)
+                wired_limit=(min(device.limit, device.working_set)
+                             if device.platform == "macos" else 0))
     floor = need(replace(knobs, max_tokens=min(knobs.max_tokens, MIN_CONTEXT), prompt_cache_size=0))
     if floor.total > device.limit:
         return replace(plan, verdict="cannot_fit",
@@ -246,7 +249,8 @@ def _fixes(k: Knobs, device: Device, need: Callable[[Knobs], _Need]) -> list[dic
     n = _largest(least, k.max_tokens, lambda n: fits(max_tokens=n))
     if n is not None:
         out.append({"max_tokens": _round_tokens(n)})
-    steps = [s for s in (1024, 512, 256, 128) if s < k.prefill_step_size and fits(prefill_step_size=s)]
+    steps = [s for s in (1024, 512, 256, 128)
+             if s < k.prefill_step_size and fits(prefill_step_size=s)]
     if steps:
         out.append({"prefill_step_size": steps[0]})
     now = need(k)
@@ -272,7 +276,8 @@ def _fix_text(fix: dict) -> str:
     from ..core.config import human_size
 
     if "iogpu.wired_limit_mb" in fix:
-        return f"raise the GPU limit: sudo sysctl iogpu.wired_limit_mb={fix['iogpu.wired_limit_mb']}"
+        mb = fix["iogpu.wired_limit_mb"]
+        return f"raise the GPU limit: sudo sysctl iogpu.wired_limit_mb={mb}"
     parts = []
     for key, value in fix.items():
         shown = human_size(value) if key == "prompt_cache_bytes" else value
@@ -320,20 +325,17 @@ def request_fits(plan: Plan, active_bytes: int, prompt_tokens: int, max_tokens: 
     k, shape = plan.knobs, plan.shape
     step = k.prefill_step_size
     prefill = _peak(shape, k, plan.kv_bits, plan.platform, max(1, prompt_tokens), step)[2]
-    grown = _peak(shape, k, plan.kv_bits, plan.platform, max(1, prompt_tokens + max_tokens), step)[0]
+    end = max(1, prompt_tokens + max_tokens)
+    grown = _peak(shape, k, plan.kv_bits, plan.platform, end, step)[0]
     return active_bytes + max(prefill, grown) // plan.ranks <= plan.limit
 
 
-def check_model_fits(config: dict, weight_bytes: int, settings, device: Device | None = None) -> None:
-    """Raise UserError with the plan's sentence when the model cannot fit this
-    machine at all (weights too large for any usable context); settings that
-    are merely too large are start's to refuse. The device is measured when
-    not given."""
-    if device is None:
-        from .device import detect_device
-
-        device = detect_device(settings)
-    platform_quantizes = device.platform != "cuda"  # mlx 0.32.4 on CUDA: see KV_CACHE_QUANTIZATION.md
-    plan = make_plan(config, weight_bytes, Knobs.from_settings(settings), device, platform_quantizes)
+def check_model_fits(config: dict, weight_bytes: int, settings, device: Device) -> None:
+    """Raise UserError with the plan's sentence when the model cannot fit
+    `device` at all (weights too large for any usable context); settings that
+    are merely too large are start's to refuse. The caller measures the device
+    (memory.device.detect_device): this module stays arithmetic."""
+    quantizes = device.platform != "cuda"  # mlx 0.32.4 on CUDA: see KV_CACHE_QUANTIZATION.md
+    plan = make_plan(config, weight_bytes, Knobs.from_settings(settings), device, quantizes)
     if plan.verdict == "cannot_fit":
         raise UserError(plan.sentence)

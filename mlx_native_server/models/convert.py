@@ -1,6 +1,7 @@
-"""`./convert-model.sh`: a Hugging Face checkpoint (Hub id or local
-directory) -> local-models/<Name>-MLX-<bits>bit/, through mlx-lm's converter;
-a model that is already MLX -> local-models/<Name>/, as is.
+"""Converting a model (`./convert-model.sh`; its flags: commands/convert.py):
+a Hugging Face checkpoint (Hub id or local directory) ->
+local-models/<Name>-MLX-<bits>bit/, through mlx-lm's converter; a model that
+is already MLX -> local-models/<Name>/, as is.
 
 Quantization keeps the architecture's own rule (mlx-lm uses the model's
 `quant_predicate`; MiniMax keeps its router gates at 8 bits). An MLX source
@@ -14,7 +15,6 @@ model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from collections import Counter
@@ -22,28 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub as hub_download, install as model_install, source as model_source
-from ..core.errors import UserError, reported
+from ..core.errors import UserError
 from .hub import HubRepo
 from .copy import same_filesystem
 from .output import Steps, check_target, disk_size, finish, one_line, partial_dir
 from .source import Source, human_bytes
 from ..core.paths import Paths
-
-DESCRIPTION = """\
-Convert a Hugging Face checkpoint to MLX into local-models/<Name>-MLX-<bits>bit/
-with mlx-lm's converter, keeping the architecture's own quantization rule
-(MiniMax: router gates at 8 bits). SOURCE is a Hub repo id (owner/name,
-downloaded with progress into the Hugging Face cache) or a local directory in
-Hugging Face format (works offline).
-
-A SOURCE that is already an MLX quantized model (mlx-community's and others')
-is installed as is into local-models/<Name>/ under its own name, at its own
-bits: downloaded, or hard-linked/copied from a local directory, after a check
-that it fits this machine's memory.
-
-Checks free disk space first, refuses to overwrite without --force, and
-afterwards loads the result, generates a few tokens and prints the config line
-that points the server at it."""
 
 DEFAULT_BITS = 4
 DEFAULT_GROUP_SIZE = 64
@@ -51,6 +35,8 @@ DEFAULT_GROUP_SIZE = 64
 
 @dataclass(frozen=True)
 class ConvertSettings:
+    """What to convert, how, and where to (commands/convert.py makes it from the flags)."""
+
     source: str
     bits: int | None  # None: not given (DEFAULT_BITS, or an MLX source's own)
     group_size: int | None  # None: not given, likewise
@@ -79,50 +65,18 @@ class ConvertSettings:
         return self.paths.models_dir / self.name
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="./convert-model.sh", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="SOURCE", help="Hugging Face repo id or local directory")
-    p.add_argument("--bits", type=int, choices=(4, 6, 8),
-                   help=f"bits per weight (default: {DEFAULT_BITS}; an MLX source keeps its own, "
-                        "and a --bits that differs is refused)")
-    p.add_argument("--group-size", type=int, choices=(32, 64, 128),
-                   help=f"weights per quantization group (default: {DEFAULT_GROUP_SIZE}; an MLX "
-                        "source keeps its own)")
-    p.add_argument("--name", help="output name: the part before -MLX-<bits>bit for a conversion, "
-                                  "the whole directory name for an MLX source (default: the "
-                                  "last part of SOURCE)")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing output directory (only once the new one is complete)")
-    p.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip loading the result and generating a few tokens, and for an MLX "
-                        "source the memory check (for preparing a model on a machine too "
-                        "small to run it)")
-    return p
-
-
-def settings_from(argv: list[str], paths: Paths | None = None) -> ConvertSettings:
-    args = parser().parse_args(argv)
-    name = args.name or model_source.default_name(args.source)
-    if not name or "/" in name or name.startswith("."):
-        raise UserError(f"--name '{name}' is not a plain directory name; pick one without '/'.")
-    return ConvertSettings(args.source, args.bits, args.group_size, name, args.force,
-                           args.verify, args.revision, paths or Paths.from_env())
-
-
 # -- the mlx-lm side -----------------------------------------------------------
 
 
 def mlx_lm_version() -> str:
-    from mlx_lm import __version__
+    from ..adapter.models import version
 
-    return __version__
+    return version()
 
 
 def check_architecture(config: dict) -> None:
     """UserError unless the installed mlx-lm has a model class for config."""
-    from mlx_lm.utils import _get_classes  # how mlx-lm itself picks the class
+    from ..adapter.models import model_classes as _get_classes  # how mlx-lm itself picks the class
 
     try:
         _get_classes(config)
@@ -134,7 +88,7 @@ def check_architecture(config: dict) -> None:
 
 
 def run_converter(source: Path, dest: Path, s: ConvertSettings) -> None:
-    from mlx_lm.convert import convert
+    from ..adapter.models import convert
 
     try:
         # No quant_predicate: mlx-lm then uses the model's own (MiniMax: 8-bit gates).
@@ -150,9 +104,11 @@ def check_fits(config: dict, weight_bytes: int, s: ConvertSettings) -> None:
     on this machine with the server's settings (flags aside: environment,
     server.toml, defaults)."""
     from ..core import config as server_config
+    from ..memory.device import detect_device
     from ..memory.plan import check_model_fits
 
-    check_model_fits(config, weight_bytes, server_config.load(paths=s.paths))
+    settings = server_config.load(paths=s.paths)
+    check_model_fits(config, weight_bytes, settings, detect_device(settings))
 
 
 # -- steps ---------------------------------------------------------------------
@@ -302,10 +258,3 @@ def report(s: ConvertSettings, done: str, out: Path, text: str | None) -> None:
           f"    model = \"{shown}\"\n"
           f"or run: ./start-server.sh --model {shown}")
 
-
-@reported
-def main(argv: list[str] | None = None) -> int:
-    s = settings_from(list(argv or []))
-    done, out, text = run(s)
-    report(s, done, out, text)
-    return 0

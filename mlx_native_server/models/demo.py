@@ -1,4 +1,5 @@
-"""`python -m mlx_native_server demo`: a tiny MiniMax-M2-shaped model, offline.
+"""The demo model: a tiny MiniMax-M2-shaped model, made offline
+(`python -m mlx_native_server demo`, commands/demo.py, writes it).
 
 The demo model has MiniMax M2's architecture (qk-norm, partial rotary, a
 sigmoid-routed mixture of experts) at toy sizes, random weights and a real
@@ -14,20 +15,18 @@ reply with reasoning, content and a natural stop.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..core.errors import UserError, reported
-from ..core.paths import Paths
+from ..core.errors import UserError
 
 # Bump when the files written change, so an old demo model is regenerated.
 GENERATOR_VERSION = 1
@@ -97,7 +96,7 @@ SIZES = Sizes()
 
 
 def _data_text(name: str) -> str:
-    return resources.files("mlx_native_server").joinpath("data", name).read_text("utf-8")
+    return (resources.files("mlx_native_server") / "data" / name).read_text("utf-8")
 
 
 def _added_tokens() -> list[dict]:
@@ -175,7 +174,7 @@ def _lm_head(rng, embed, chain: list[int], suppressed: list[int]):
     head[:, 0] = 0.0
     head[suppressed] = 0.0
     head[suppressed, 0] = -_SUPPRESS
-    for prev, nxt in zip(chain, chain[1:]):
+    for prev, nxt in zip(chain, chain[1:], strict=False):  # each step: prev -> next
         d = normed[prev].copy()
         d[0] = 0.0  # leave the bias channel alone: only prev itself matches d
         if head[nxt, 0] < 0:  # a scripted added token (</think>, eos)
@@ -384,18 +383,3 @@ The demo model is a tiny MiniMax-M2-shaped model with random weights: its
 answers are random text (greedy decoding recites one fixed reply). It is for
 trying the server's plumbing only."""
 
-
-@reported
-def main(argv: list[str] | None = None) -> int:
-    """`python -m mlx_native_server demo [--path P] [--force] [--seed N]`."""
-    parser = argparse.ArgumentParser(prog="python -m mlx_native_server demo", description=BANNER)
-    parser.add_argument("--path", help="where to write it (default: local-models/demo; "
-                        "a relative path is taken from the project home)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the random weights")
-    args = parser.parse_args(argv)
-    paths = Paths.from_env()
-    print(BANNER)
-    path = paths.resolve(args.path) if args.path else paths.demo_model
-    generate(path, seed=args.seed, force=args.force)
-    return 0

@@ -1,4 +1,6 @@
-"""`./install-service.sh` and `./uninstall-service.sh`: the login service.
+"""The login service: install and uninstall it (`./install-service.sh`,
+`./uninstall-service.sh`; their flags: commands/install_service.py and
+commands/uninstall_service.py), and find, start and stop it.
 
 launchd on macOS, systemd (a user unit) elsewhere; the environment variable
 MLX_NATIVE_SERVER_SERVICE_MANAGER=launchd|systemd overrides the choice
@@ -17,17 +19,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Mapping, Union
+from collections.abc import Mapping
 
 from ..core import config, filemodes, preflight
-from ..core.errors import UserError, reported
+from ..core.errors import UserError
 from ..core.ports import port_is_free, who_listens
 from .launchd import Launchd
 from .render import ServiceSpec, stop_grace
 from .state import ServiceState
 from .systemd import Systemd
 
-Manager = Union[Launchd, Systemd]
+Manager = Launchd | Systemd
 MANAGER_ENV = "MLX_NATIVE_SERVER_SERVICE_MANAGER"
 START_GRACE = 2.0  # seconds after a start before an exited service counts as failed
 
@@ -39,30 +41,6 @@ def manager(paths, environ: Mapping[str, str] | None = None) -> Manager:
     if name not in ("launchd", "systemd"):
         raise UserError(f"{MANAGER_ENV}={name!r} is not a service manager; use launchd or systemd.")
     return Launchd(paths) if name == "launchd" else Systemd(paths)
-
-
-def install_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="install-service.sh",
-        description="Install the server as a login service (launchd on macOS, a systemd "
-                    "user unit on Linux) and start it. It starts at login, restarts after "
-                    "a crash, and stays stopped after ./stop-server.sh. Flags given here "
-                    "are recorded in the service; everything else comes from server.toml "
-                    "when the service starts. Running it again replaces the service.")
-    p.add_argument("--print", action="store_true",
-                   help="print the plist or unit that would be installed, then exit")
-    config.add_flags(p)
-    return p
-
-
-def _given_flags(args: argparse.Namespace) -> tuple[str, ...]:
-    """The configuration flags given on the command line, as argv."""
-    out: list[str] = []
-    for key in config.KEYS:
-        value = getattr(args, key.name)
-        if value is not None:
-            out += [key.flag, str(value)]
-    return tuple(out)
 
 
 def build_spec(settings: config.Settings, args: tuple[str, ...],
@@ -102,17 +80,21 @@ def _make_log_files(paths) -> None:
         os.close(filemodes.open_private(log_file, append=True))
 
 
-@reported
-def main_install_service(argv: list[str]) -> int:
-    args = install_parser().parse_args(argv)
-    settings = config.load({k.name: getattr(args, k.name) for k in config.KEYS})
+def render_unit(settings: config.Settings, recorded: tuple[str, ...]) -> bytes:
+    """The plist or unit install_service would write (`install-service.sh --print`)."""
+    return manager(settings.paths).render(build_spec(settings, recorded))
+
+
+def install_service(settings: config.Settings, recorded: tuple[str, ...]) -> None:
+    """Check that the service could serve, then install and start it.
+
+    `recorded` is the argv the service runs with (the flags given to
+    install-service); everything else it reads from server.toml when it
+    starts. Replaces an installed service. UserError for a service that
+    could only crash-loop (no model, an insecure setting, a busy port)."""
     mgr = manager(settings.paths)
-    recorded = _given_flags(args)
     spec = build_spec(settings, recorded)
     content = mgr.render(spec)
-    if args.print:
-        sys.stdout.write(content.decode())
-        return 0
     _check_servable(settings, mgr)
     for warning in preflight.key_warnings(settings):
         print(f"warning: {warning}", file=sys.stderr)
@@ -123,16 +105,11 @@ def main_install_service(argv: list[str]) -> int:
     print(f"installed the login service {mgr.name}; it serves {settings.base_url} once the "
           f"model has loaded. Check: ./start-server.sh --status. Logs: {p.app_log} "
           f"(service output: {p.stdout_log}, {p.stderr_log}).")
-    return 0
 
 
-@reported
-def main_uninstall_service(argv: list[str]) -> int:
-    argparse.ArgumentParser(
-        prog="uninstall-service.sh",
-        description="Stop the login service, unload or disable it, and remove its file. "
-                    "Safe to run when it is not installed.").parse_args(argv)
-    settings = config.load({})
+def uninstall_service(settings: config.Settings) -> None:
+    """Stop, unload or disable, and remove the service; says what it did,
+    or that it was not installed."""
     mgr = manager(settings.paths)
     done = mgr.uninstall()
     for line in done:
@@ -140,7 +117,6 @@ def main_uninstall_service(argv: list[str]) -> int:
     if not done:
         print(f"the login service {mgr.name} is not installed ({mgr.file} does not exist); "
               "nothing to do.")
-    return 0
 
 
 # --- for start, stop and status ---------------------------------------------
@@ -148,11 +124,16 @@ def main_uninstall_service(argv: list[str]) -> int:
 def service_settings(mgr: Manager, base: config.Settings) -> config.Settings:
     """The settings the installed service runs with: its recorded flags over
     server.toml (not this shell's MLX_NATIVE_SERVER_* variables: it never sees them)."""
+    return config.load(_recorded_flags(mgr.recorded_args()), environ={}, paths=base.paths)
+
+
+def _recorded_flags(argv: list[str]) -> dict[str, str | None]:
+    """{key name: value or None} from the argv recorded in the service file,
+    read the way `serve` reads it (anything else in it ignored)."""
     p = argparse.ArgumentParser(add_help=False)
     config.add_flags(p)
-    recorded, _ = p.parse_known_args(mgr.recorded_args())
-    return config.load({k.name: getattr(recorded, k.name) for k in config.KEYS},
-                       environ={}, paths=base.paths)
+    recorded, _ = p.parse_known_args(argv)
+    return {k.name: getattr(recorded, k.name) for k in config.KEYS}
 
 
 def installed(settings: config.Settings) -> tuple[Manager, config.Settings] | None:
@@ -222,9 +203,11 @@ def start_service(settings: config.Settings) -> int:
                   f"service {mgr.name} (pid {st.pid})")
             return 0
         st = mgr.state()
-        if not st.running and time.monotonic() - started > START_GRACE and st.last_exit not in (None, 0):
+        settled = time.monotonic() - started > START_GRACE
+        if not st.running and settled and st.last_exit not in (None, 0):
             raise UserError(f"the login service {mgr.name} stopped while starting "
-                            f"({st.last_exit_text}); see {svc.paths.app_log} and {svc.paths.stderr_log}.")
+                            f"({st.last_exit_text}); see {svc.paths.app_log} and "
+                            f"{svc.paths.stderr_log}.")
         time.sleep(0.5)
     raise UserError(f"the login service {mgr.name} did not answer {svc.base_url[:-3]}/health "
                     f"within {svc.start_timeout:g}s (start_timeout); see {svc.paths.app_log}.")

@@ -287,9 +287,3 @@ def validate_anthropic_messages(body: dict, *, count_only: bool = False) -> None
 def validate_responses(body: dict) -> None:
     """A Responses body, or ApiError(400) naming the first bad field (`param`)."""
     _validate(ResponsesRequest, body)
-
-
-def openapi() -> dict:
-    """The OpenAPI 3.1 document served at GET /openapi.json (see openapi_doc)."""
-    from .openapi import document
-    return document()
