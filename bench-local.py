@@ -2,9 +2,10 @@
 """Latency, throughput and prompt-cache benchmark against any running
 OpenAI-compatible server: this project's or any other.
 
-Standalone: Python 3.10+ standard library plus `requests`; it imports nothing
-from the package, so the system Python runs it. BENCHMARKING.md explains the
-figures and shows example output.
+Standalone: Python 3.10+ standard library plus `requests` (python3 -m pip
+install requests; in this repository's venv, the `bench` extra); it imports
+nothing from the package, so the system Python runs it. BENCHMARKING.md
+explains the figures and shows example output.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 try:
     import requests
 except ImportError:
-    sys.exit("error: bench-local.py needs 'requests': run python3 -m pip install requests")
+    sys.exit(f"error: bench-local.py needs 'requests': {sys.executable} -m pip install requests")
 
 EXIT_OK, EXIT_SERVER, EXIT_USAGE = 0, 1, 2
 CHARS_PER_TOKEN = 4  # English prose averages about 4 characters per BPE token

@@ -47,8 +47,13 @@ def hermetic_env(home: Path, **extra: str) -> dict[str, str]:
 class ServerProcess:
     """`./start-server.sh ARGS` in the background, with its output captured."""
 
-    def __init__(self, home: Path, args: list[str], env: dict[str, str] | None = None,
-                 port: int | None = None):
+    def __init__(
+        self,
+        home: Path,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
         self.home = home
         self.port = port or free_port()
         self.argv = [str(REPO / "start-server.sh"), "--port", str(self.port), *args]
@@ -82,11 +87,16 @@ class ServerProcess:
             if line.startswith("ready: "):
                 self.ready.set()
 
-    def start(self, wait: bool = True) -> "ServerProcess":
+    def start(self, wait: bool = True) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=self.home, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            self.argv,
+            env=self.env,
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         if wait:
@@ -150,8 +160,13 @@ def start_server(demo_model, tmp_path):
     started: list[ServerProcess] = []
 
     @contextlib.contextmanager
-    def factory(args: list[str] | None = None, env: dict | None = None,
-                model: Path | str | None = None, wait: bool = True, home: Path | None = None):
+    def factory(
+        args: list[str] | None = None,
+        env: dict | None = None,
+        model: Path | str | None = None,
+        wait: bool = True,
+        home: Path | None = None,
+    ):
         home = home or tmp_path / f"home{len(started)}"
         srv = ServerProcess(home, ["--model", str(model or demo_model), *(args or [])], env)
         started.append(srv)
@@ -166,12 +181,17 @@ def start_server(demo_model, tmp_path):
         srv.stop()
 
 
-def run_script(name: str, *args: str, home: Path, env: dict | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+def run_script(
+    name: str, *args: str, home: Path, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run a root script to completion in a hermetic home."""
     return subprocess.run(
-        [str(REPO / name), *args], env=hermetic_env(home, **(env or {})), cwd=home,
-        capture_output=True, text=True, timeout=timeout,
+        [str(REPO / name), *args],
+        env=hermetic_env(home, **(env or {})),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -194,8 +214,14 @@ def no_server_outlives_the_suite(tmp_path_factory):
             env = (proc_dir / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        home = next((e[len(b"MLX_NATIVE_SERVER_HOME="):] for e in env
-                     if e.startswith(b"MLX_NATIVE_SERVER_HOME=")), b"")
+        home = next(
+            (
+                e[len(b"MLX_NATIVE_SERVER_HOME=") :]
+                for e in env
+                if e.startswith(b"MLX_NATIVE_SERVER_HOME=")
+            ),
+            b"",
+        )
         if home.decode(errors="replace").startswith(base) and int(proc_dir.name) != os.getpid():
             with contextlib.suppress(OSError):
                 os.kill(int(proc_dir.name), signal.SIGKILL)

@@ -28,15 +28,23 @@ def test_text_without_volatile_lines_is_untouched():
 
 
 def test_only_system_turns_are_cleaned():
-    msgs = [{"role": "system", "content": billing(1) + "\n" + PROMPT},
-            {"role": "user", "content": billing(2)}]
-    assert clean_messages(msgs) == [{"role": "system", "content": PROMPT},
-                                    {"role": "user", "content": billing(2)}]
+    msgs = [
+        {"role": "system", "content": billing(1) + "\n" + PROMPT},
+        {"role": "user", "content": billing(2)},
+    ]
+    assert clean_messages(msgs) == [
+        {"role": "system", "content": PROMPT},
+        {"role": "user", "content": billing(2)},
+    ]
 
 
 def test_openai_chat_front_end_is_cleaned_too():
-    body = {"messages": [{"role": "system", "content": billing(3) + "\n" + PROMPT},
-                         {"role": "user", "content": "hi"}]}
+    body = {
+        "messages": [
+            {"role": "system", "content": billing(3) + "\n" + PROMPT},
+            {"role": "user", "content": "hi"},
+        ]
+    }
     request, _, _ = parse_chat(body)
     assert request.messages[0] == {"role": "system", "content": PROMPT}
 
@@ -49,15 +57,24 @@ def tokenizer(demo_model):
 
 
 def _tokens(tokenizer, system) -> list[int]:
-    messages = translate_messages([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], system)
+    messages = translate_messages(
+        [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], system
+    )
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
 
 
 def test_requests_differing_only_in_the_billing_line_give_identical_tokens(tokenizer):
     """Claude Code sends the billing header as its own first system block, a new hash each time."""
-    first = _tokens(tokenizer, [{"type": "text", "text": billing(1)}, {"type": "text", "text": PROMPT}])
-    second = _tokens(tokenizer, [{"type": "text", "text": billing(2)},
-                                 {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral"}}])
+    first = _tokens(
+        tokenizer, [{"type": "text", "text": billing(1)}, {"type": "text", "text": PROMPT}]
+    )
+    second = _tokens(
+        tokenizer,
+        [
+            {"type": "text", "text": billing(2)},
+            {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral"}},
+        ],
+    )
     as_string = _tokens(tokenizer, billing(3) + "\n" + PROMPT)
     without = _tokens(tokenizer, PROMPT)
     assert first == second == as_string == without
