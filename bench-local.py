@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator
 
 try:
     import requests
@@ -30,8 +30,10 @@ EXIT_OK, EXIT_SERVER, EXIT_USAGE = 0, 1, 2
 CHARS_PER_TOKEN = 4  # English prose averages about 4 characters per BPE token
 TOOL_RESULT_TOKENS = 300  # the synthetic tool result an agent turn appends
 START_HINT = "start it with ./start-server.sh or pass --base-url"
-MODEL_HINT = ("pass the server's /v1 address as --base-url, or name the model with "
-              "--model ID (which skips the model list)")
+MODEL_HINT = (
+    "pass the server's /v1 address as --base-url, or name the model with "
+    "--model ID (which skips the model list)"
+)
 NOT_FOUND_HINT = "check --base-url (the server's /v1 address) and --model"
 # Delta fields that carry a generated token: MiniMax reasons before it answers.
 TOKEN_KEYS = ("content", "reasoning_content", "reasoning", "tool_calls")
@@ -47,30 +49,55 @@ WORDS = (
     "exact careful existing new old first last each every only also then instead"
 ).split()
 
-SYSTEM_PREAMBLE = ("You are an interactive coding agent working in the user's repository. "
-                   "Use the tools to read, search and edit files; keep answers short.")
+SYSTEM_PREAMBLE = (
+    "You are an interactive coding agent working in the user's repository. "
+    "Use the tools to read, search and edit files; keep answers short."
+)
 TASK = "Find why the config loader ignores the environment variable and fix it, with a test."
 TITLE_SYSTEM = "You write a short title (at most 8 words) for the conversation that follows."
 
 # (name, description, {parameter: JSON type}): the tools OpenCode sends, in
 # short; the first parameter of each is required.
 TOOL_SPECS = [
-    ("read", "Read a file, optionally a range of lines.",
-     {"filePath": "string", "offset": "integer", "limit": "integer"}),
+    (
+        "read",
+        "Read a file, optionally a range of lines.",
+        {"filePath": "string", "offset": "integer", "limit": "integer"},
+    ),
     ("write", "Write a file, replacing its content.", {"filePath": "string", "content": "string"}),
-    ("edit", "Replace an exact string in a file.",
-     {"filePath": "string", "oldString": "string", "newString": "string", "replaceAll": "boolean"}),
-    ("bash", "Run a shell command and return its output.",
-     {"command": "string", "timeout": "integer", "description": "string"}),
-    ("glob", "Find files by a glob pattern such as src/**/*.ts.",
-     {"pattern": "string", "path": "string"}),
-    ("grep", "Search file contents with a regular expression.",
-     {"pattern": "string", "path": "string", "include": "string"}),
+    (
+        "edit",
+        "Replace an exact string in a file.",
+        {
+            "filePath": "string",
+            "oldString": "string",
+            "newString": "string",
+            "replaceAll": "boolean",
+        },
+    ),
+    (
+        "bash",
+        "Run a shell command and return its output.",
+        {"command": "string", "timeout": "integer", "description": "string"},
+    ),
+    (
+        "glob",
+        "Find files by a glob pattern such as src/**/*.ts.",
+        {"pattern": "string", "path": "string"},
+    ),
+    (
+        "grep",
+        "Search file contents with a regular expression.",
+        {"pattern": "string", "path": "string", "include": "string"},
+    ),
     ("list", "List a directory, skipping ignored patterns.", {"path": "string", "ignore": "array"}),
     ("webfetch", "Fetch a URL and return it as markdown.", {"url": "string", "format": "string"}),
     ("todowrite", "Replace the session's todo list.", {"todos": "array"}),
-    ("task", "Start a sub-agent for a multi-step task.",
-     {"description": "string", "prompt": "string", "subagent_type": "string"}),
+    (
+        "task",
+        "Start a sub-agent for a multi-step task.",
+        {"description": "string", "prompt": "string", "subagent_type": "string"},
+    ),
 ]
 
 
@@ -127,6 +154,7 @@ class Sample:
 
 # ---- pure helpers -----------------------------------------------------------
 
+
 def spread(values: Iterable[float | None]) -> dict:
     """min / median / max of the values that are not None (all None if none are)."""
     present = [v for v in values if v is not None]
@@ -171,14 +199,18 @@ def synthetic_text(tokens: int, rng: random.Random) -> str:
 
 def agent_tools() -> list[dict]:
     """The ten JSON-schema function tools of the agent scenario."""
+
     def schema(params: dict) -> dict:
         props = {name: {"type": kind} for name, kind in params.items()}
         for prop in props.values():
             if prop["type"] == "array":
                 prop["items"] = {"type": "string"}
         return {"type": "object", "properties": props, "required": [next(iter(params))]}
-    return [{"type": "function", "function": {"name": n, "description": d, "parameters": schema(p)}}
-            for n, d, p in TOOL_SPECS]
+
+    return [
+        {"type": "function", "function": {"name": n, "description": d, "parameters": schema(p)}}
+        for n, d, p in TOOL_SPECS
+    ]
 
 
 def follow_up(sample: Sample, turn: int, rng: random.Random) -> list[dict]:
@@ -193,8 +225,14 @@ def follow_up(sample: Sample, turn: int, rng: random.Random) -> list[dict]:
         function = {"name": "read", "arguments": args}
         calls = [{"id": f"call_{turn}", "type": "function", "function": function}]
     reply = {"role": "assistant", "content": sample.content or None, "tool_calls": calls}
-    return [reply] + [{"role": "tool", "tool_call_id": call["id"],
-                       "content": synthetic_text(TOOL_RESULT_TOKENS, rng)} for call in calls]
+    return [reply] + [
+        {
+            "role": "tool",
+            "tool_call_id": call["id"],
+            "content": synthetic_text(TOOL_RESULT_TOKENS, rng),
+        }
+        for call in calls
+    ]
 
 
 def merge_tool_calls(calls: list[dict], deltas: list[dict]) -> None:
@@ -233,8 +271,16 @@ def measure(events: Iterable[dict], start: float) -> Sample:
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens") or deltas
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
-    sample = Sample(first - start, end - start, prompt, completion, cached, reasoning,
-                    content="".join(content), tool_calls=calls)
+    sample = Sample(
+        first - start,
+        end - start,
+        prompt,
+        completion,
+        cached,
+        reasoning,
+        content="".join(content),
+        tool_calls=calls,
+    )
     sample.prefill_tps = prompt / sample.ttft_s if prompt else None
     # Decode runs to the stream's end, not the last delta: tokens whose text a
     # server holds back (stop strings, tool-call parsing) take decode time too.
@@ -251,6 +297,7 @@ def message_of(body) -> str:
 
 
 # ---- I/O --------------------------------------------------------------------
+
 
 def stream_lines(resp: requests.Response) -> Iterator[str]:
     """The response's lines, each as soon as it arrives.
@@ -285,11 +332,14 @@ class Client:
         try:
             resp = self.session.request(method, url, timeout=timeout, **kwargs)
         except requests.ConnectionError:
-            raise BenchError(f"cannot reach the server at {url}; {START_HINT}",
-                             EXIT_USAGE) from None
+            raise BenchError(
+                f"cannot reach the server at {url}; {START_HINT}", EXIT_USAGE
+            ) from None
         except requests.Timeout:
-            raise BenchError(f"the server at {url} did not answer within {timeout:g} s; "
-                             "raise --timeout for a slow first prompt") from None
+            raise BenchError(
+                f"the server at {url} did not answer within {timeout:g} s; "
+                "raise --timeout for a slow first prompt"
+            ) from None
         if resp.status_code >= 400:
             try:
                 detail = message_of(resp.json())
@@ -308,14 +358,21 @@ class Client:
             models = self._request("GET", "/models", hint=MODEL_HINT).json()["data"]
             return [model["id"] for model in models]
         except (ValueError, KeyError, TypeError, requests.RequestException):
-            raise BenchError(f"{url} is not an OpenAI model list; {MODEL_HINT}",
-                             EXIT_USAGE) from None
+            raise BenchError(
+                f"{url} is not an OpenAI model list; {MODEL_HINT}", EXIT_USAGE
+            ) from None
 
     def chat(self, model: str, messages: list[dict], tools: list[dict] | None = None) -> Sample:
         """Stream one chat completion (temperature 0, seeded) and measure it."""
-        body = {"model": model, "messages": messages, "max_tokens": self.settings.max_tokens,
-                "temperature": 0, "seed": self.settings.seed, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": self.settings.max_tokens,
+            "temperature": 0,
+            "seed": self.settings.seed,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if tools:
             body["tools"] = tools
         start = time.perf_counter()
@@ -333,8 +390,9 @@ def server_rss_mb(pid: int | None) -> float | None:
     except (OSError, StopIteration, ValueError):
         pass
     try:  # macOS has no /proc; ps reports kilobytes there too
-        ps = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)],
-                            capture_output=True, text=True, timeout=5)
+        ps = subprocess.run(
+            ["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=5
+        )
         return int(ps.stdout.strip()) / 1024
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -356,8 +414,9 @@ def pick_model(client: Client, settings: Settings) -> str:
         return settings.model
     ids = client.model_ids()
     if not ids:
-        raise BenchError(f"{settings.base_url}/models lists no model; pass one with --model",
-                         EXIT_USAGE)
+        raise BenchError(
+            f"{settings.base_url}/models lists no model; pass one with --model", EXIT_USAGE
+        )
     return ids[0]
 
 
@@ -370,16 +429,19 @@ def run_simple(client: Client, model: str, settings: Settings, progress: Progres
         sample = client.chat(model, [{"role": "user", "content": prompt}])
         sample.rss_mb = server_rss_mb(settings.server_pid)
         runs.append(sample.figures())
-        progress(f"run {i}/{settings.runs}: TTFT {fmt(sample.ttft_s, 3)} s, "
-                 f"decode {fmt(sample.decode_tps, 1)} tok/s, {sample.completion_tokens} tokens")
+        progress(
+            f"run {i}/{settings.runs}: TTFT {fmt(sample.ttft_s, 3)} s, "
+            f"decode {fmt(sample.decode_tps, 1)} tok/s, {sample.completion_tokens} tokens"
+        )
     return {"runs": runs, "summary": {key: spread(r[key] for r in runs) for key, _, _ in ROWS}}
 
 
 def run_agent(client: Client, model: str, settings: Settings, progress: Progress) -> dict:
     """Replay an append-only agent session; a fresh session tag keeps turn 1 cold."""
     rng = random.Random(settings.seed)
-    system = (f"{SYSTEM_PREAMBLE} Session {uuid.uuid4().hex[:8]}.\n\n"
-              + synthetic_text(settings.system_tokens, rng))
+    system = f"{SYSTEM_PREAMBLE} Session {uuid.uuid4().hex[:8]}.\n\n" + synthetic_text(
+        settings.system_tokens, rng
+    )
     messages = [{"role": "system", "content": system}, {"role": "user", "content": TASK}]
     title = [{"role": "system", "content": TITLE_SYSTEM}, {"role": "user", "content": TASK}]
     tools, turns = agent_tools(), []
@@ -388,8 +450,10 @@ def run_agent(client: Client, model: str, settings: Settings, progress: Progress
         sample = client.chat(model, messages, tools)
         sample.rss_mb = server_rss_mb(settings.server_pid)
         turns.append({"turn": turn, **sample.figures(), "side": side and side.figures()})
-        progress(f"turn {turn}/{settings.turns}: TTFT {fmt(sample.ttft_s, 3)} s, "
-                 f"{fmt(sample.cached_tokens)} of {fmt(sample.prompt_tokens)} prompt tokens cached")
+        progress(
+            f"turn {turn}/{settings.turns}: TTFT {fmt(sample.ttft_s, 3)} s, "
+            f"{fmt(sample.cached_tokens)} of {fmt(sample.prompt_tokens)} prompt tokens cached"
+        )
         messages += follow_up(sample, turn, rng)
     return {"turns": turns, "summary": agent_summary(turns)}
 
@@ -398,16 +462,26 @@ def agent_summary(turns: list[dict]) -> dict:
     """Cold (turn 1) against warm (median of later turns) TTFT, and the warm cache share."""
     cold, later = turns[0]["ttft_s"], turns[1:]
     warm = statistics.median(t["ttft_s"] for t in later) if later else None
-    return {"cold_ttft_s": cold, "warm_ttft_s": warm, "ttft_ratio": cold / warm if warm else None,
-            "warm_cache_share": spread(t["cache_share"] for t in later)["median"]}
+    return {
+        "cold_ttft_s": cold,
+        "warm_ttft_s": warm,
+        "ttft_ratio": cold / warm if warm else None,
+        "warm_cache_share": spread(t["cache_share"] for t in later)["median"],
+    }
 
 
 # ---- output -----------------------------------------------------------------
 
-ROWS = [("ttft_s", "TTFT (s)", 3), ("prefill_tps", "prefill (tok/s)", 1),
-        ("decode_tps", "decode (tok/s)", 1), ("total_s", "total (s)", 3),
-        ("prompt_tokens", "prompt tokens", 0), ("completion_tokens", "completion tokens", 0),
-        ("cached_tokens", "cached tokens", 0), ("rss_mb", "server RSS (MB)", 0)]
+ROWS = [
+    ("ttft_s", "TTFT (s)", 3),
+    ("prefill_tps", "prefill (tok/s)", 1),
+    ("decode_tps", "decode (tok/s)", 1),
+    ("total_s", "total (s)", 3),
+    ("prompt_tokens", "prompt tokens", 0),
+    ("completion_tokens", "completion tokens", 0),
+    ("cached_tokens", "cached tokens", 0),
+    ("rss_mb", "server RSS (MB)", 0),
+]
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
@@ -417,31 +491,48 @@ def fmt(value: float | None, digits: int = 0) -> str:
 def table(header: list[str], rows: list[list[str]]) -> str:
     """Columns padded to fit; the first left-aligned, the rest right-aligned."""
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join([row[0].ljust(widths[0])]
-                               + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
-                     for row in [header] + rows)
+    return "\n".join(
+        "  ".join(
+            [row[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        ).rstrip()
+        for row in [header] + rows
+    )
 
 
 def render_simple(report: dict, settings: Settings) -> str:
-    head = (f"model {report['model']} at {settings.base_url}: {settings.runs} runs, "
-            f"prompt ~{settings.prompt_tokens} tokens, max {settings.max_tokens} tokens")
-    rows = [[label] + [fmt(report["summary"][key][k], digits) for k in ("min", "median", "max")]
-            for key, label, digits in ROWS if key != "rss_mb" or settings.server_pid]
+    head = (
+        f"model {report['model']} at {settings.base_url}: {settings.runs} runs, "
+        f"prompt ~{settings.prompt_tokens} tokens, max {settings.max_tokens} tokens"
+    )
+    rows = [
+        [label] + [fmt(report["summary"][key][k], digits) for k in ("min", "median", "max")]
+        for key, label, digits in ROWS
+        if key != "rss_mb" or settings.server_pid
+    ]
     return head + "\n\n" + table(["", "min", "median", "max"], rows)
 
 
 def render_agent(report: dict, settings: Settings) -> str:
     side, rss = settings.side_requests, settings.server_pid is not None
-    head = (f"model {report['model']} at {settings.base_url}: agent session, system prompt "
-            f"~{settings.system_tokens} tokens, {len(TOOL_SPECS)} tools, {settings.turns} turns, "
-            f"max {settings.max_tokens} tokens" + (", a title request before each" if side else ""))
+    head = (
+        f"model {report['model']} at {settings.base_url}: agent session, system prompt "
+        f"~{settings.system_tokens} tokens, {len(TOOL_SPECS)} tools, {settings.turns} turns, "
+        f"max {settings.max_tokens} tokens" + (", a title request before each" if side else "")
+    )
     header = ["turn", "TTFT s", "prompt", "cached", "share", "total s"]
     header += ["title TTFT s", "title cached"] if side else []
     rows = []
     for t in report["turns"]:
         share = "-" if t["cache_share"] is None else f"{t['cache_share']:.0%}"
-        row = [str(t["turn"]), fmt(t["ttft_s"], 3), fmt(t["prompt_tokens"]),
-               fmt(t["cached_tokens"]), share, fmt(t["total_s"], 3)]
+        row = [
+            str(t["turn"]),
+            fmt(t["ttft_s"], 3),
+            fmt(t["prompt_tokens"]),
+            fmt(t["cached_tokens"]),
+            share,
+            fmt(t["total_s"], 3),
+        ]
         row += [fmt(t["side"]["ttft_s"], 3), fmt(t["side"]["cached_tokens"])] if side else []
         rows.append(row + [fmt(t["rss_mb"])] * rss)
     body = table(header + ["RSS MB"] * rss, rows)
@@ -454,10 +545,13 @@ def summary_sentence(summary: dict, turns: int) -> str:
         return cold + "; use --turns 2 or more to compare warm turns."
     later = "turn 2" if turns == 2 else f"median of turns 2-{turns}"
     share = summary["warm_cache_share"]
-    cached = "" if share is None else (
-        f"\nWarm turns read {share:.0%} of their prompt from the cache.")
-    return (f"{cold}, warm {summary['warm_ttft_s']:.3f} s ({later}): "
-            f"cold/warm ratio {summary['ttft_ratio']:.1f}x.{cached}")
+    cached = (
+        "" if share is None else (f"\nWarm turns read {share:.0%} of their prompt from the cache.")
+    )
+    return (
+        f"{cold}, warm {summary['warm_ttft_s']:.3f} s ({later}): "
+        f"cold/warm ratio {summary['ttft_ratio']:.1f}x.{cached}"
+    )
 
 
 # ---- command line -----------------------------------------------------------
@@ -485,30 +579,59 @@ def positive(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> Settings:
     d = Settings()
-    p = argparse.ArgumentParser(prog="bench-local.py", description=__doc__.split("\n\n")[0],
-                                epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="bench-local.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add = p.add_argument
     add("--base-url", default=d.base_url, help="the server's /v1 address (default %(default)s)")
-    add("--model", help="model id, sent as is without asking /v1/models "
-        "(default: the first id /v1/models lists)")
+    add(
+        "--model",
+        help="model id, sent as is without asking /v1/models "
+        "(default: the first id /v1/models lists)",
+    )
     add("--api-key", help="sent as 'Authorization: Bearer KEY'")
-    add("--scenario", choices=["simple", "agent"], default=d.scenario,
-        help="simple: --runs cold requests; agent: replay a coding-agent session (default simple)")
+    add(
+        "--scenario",
+        choices=["simple", "agent"],
+        default=d.scenario,
+        help="simple: --runs cold requests; agent: replay a coding-agent session (default simple)",
+    )
     add("--runs", type=positive, default=d.runs, help="simple runs (default %(default)s)")
     add("--turns", type=positive, default=d.turns, help="agent turns (default %(default)s)")
-    add("--max-tokens", type=positive, default=d.max_tokens,
-        help="tokens to generate per request (default %(default)s)")
-    add("--prompt-tokens", type=positive, default=d.prompt_tokens,
-        help="approximate size of the simple prompt (default %(default)s)")
-    add("--system-tokens", type=positive, default=d.system_tokens,
-        help="approximate size of the agent's system prompt (default %(default)s)")
-    add("--side-requests", action="store_true",
-        help="agent: send a short title request (other system prompt, no tools) before each turn")
+    add(
+        "--max-tokens",
+        type=positive,
+        default=d.max_tokens,
+        help="tokens to generate per request (default %(default)s)",
+    )
+    add(
+        "--prompt-tokens",
+        type=positive,
+        default=d.prompt_tokens,
+        help="approximate size of the simple prompt (default %(default)s)",
+    )
+    add(
+        "--system-tokens",
+        type=positive,
+        default=d.system_tokens,
+        help="approximate size of the agent's system prompt (default %(default)s)",
+    )
+    add(
+        "--side-requests",
+        action="store_true",
+        help="agent: send a short title request (other system prompt, no tools) before each turn",
+    )
     add("--server-pid", type=positive, help="record this process's RSS after each run or turn")
     add("--seed", type=int, default=d.seed, help="sampling and prompt seed (default %(default)s)")
-    add("--timeout", type=float, default=d.timeout,
-        help="seconds to wait for each request (default %(default)s)")
+    add(
+        "--timeout",
+        type=float,
+        default=d.timeout,
+        help="seconds to wait for each request (default %(default)s)",
+    )
     add("--json", dest="json_path", metavar="PATH", help="write every raw figure to PATH")
     add("--quiet", action="store_true", help="no progress lines, only the final table")
     return Settings(**vars(p.parse_args(argv)))
@@ -516,6 +639,7 @@ def parse_args(argv: list[str] | None) -> Settings:
 
 def run(settings: Settings) -> int:
     """Benchmark, print the table, write --json; BenchError on any expected failure."""
+
     def progress(line: str) -> None:
         if not settings.quiet:
             print(line, file=sys.stderr, flush=True)
@@ -526,15 +650,22 @@ def run(settings: Settings) -> int:
         progress(f"note: cannot read the memory of process {settings.server_pid}; no RSS figures")
     agent = settings.scenario == "agent"
     figures = (run_agent if agent else run_simple)(client, model, settings, progress)
-    report = {"base_url": settings.base_url, "model": model, "scenario": settings.scenario,
-              "settings": {k: v for k, v in asdict(settings).items() if k != "api_key"}, **figures}
+    report = {
+        "base_url": settings.base_url,
+        "model": model,
+        "scenario": settings.scenario,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "api_key"},
+        **figures,
+    }
     print((render_agent if agent else render_simple)(report, settings))
     if settings.json_path:
         try:
             with open(settings.json_path, "w") as out:
                 json.dump(report, out, indent=2)
         except OSError as e:
-            raise BenchError(f"cannot write --json {settings.json_path}: {e.strerror}", EXIT_USAGE)
+            raise BenchError(
+                f"cannot write --json {settings.json_path}: {e.strerror}", EXIT_USAGE
+            ) from None
     return EXIT_OK
 
 

@@ -51,11 +51,22 @@ GOAL_TTFT_MS = 20.0  # server TTFT minus direct TTFT
 LAZY_MS, LAZY_TOKENS = 5.0, 3
 # A wider MiniMax-shaped model, so per-token compute is no longer negligible
 # next to the server's per-token HTTP/JSON work (the tiny one is 64 wide).
-WIDE = dm.Sizes(hidden=1024, layers=4, heads=16, kv_heads=4, head_dim=64, rotary_dim=32,
-                experts=8, experts_per_token=2, intermediate=1024)
-FILLER = ("The local server answers requests from editors, agents and command-line tools; "
-          "each request carries messages, tools and settings, and the response streams "
-          "tokens back until the model stops. ")
+WIDE = dm.Sizes(
+    hidden=1024,
+    layers=4,
+    heads=16,
+    kv_heads=4,
+    head_dim=64,
+    rotary_dim=32,
+    experts=8,
+    experts_per_token=2,
+    intermediate=1024,
+)
+FILLER = (
+    "The local server answers requests from editors, agents and command-line tools; "
+    "each request carries messages, tools and settings, and the response streams "
+    "tokens back until the model stops. "
+)
 
 
 def write_demo(dest: Path, sizes: dm.Sizes) -> Path:
@@ -66,8 +77,10 @@ def write_demo(dest: Path, sizes: dm.Sizes) -> Path:
     tok = dm.build_tokenizer()
     weights = dm._stack_experts(dm._weights(tok, 0, sizes), sizes)
     dm._save_safetensors(dest / "model.safetensors", weights, "mlx")
-    files = {"config.json": json.dumps(dm._model_config(tok, "minimax", sizes), indent=2),
-             **dm._tokenizer_files(tok)}
+    files = {
+        "config.json": json.dumps(dm._model_config(tok, "minimax", sizes), indent=2),
+        **dm._tokenizer_files(tok),
+    }
     for name, text in files.items():
         (dest / name).write_text(text, encoding="utf-8")
     return dest
@@ -92,8 +105,12 @@ class Direct:
 
     def __init__(self, model_dir: Path, kv_bits: int | None, kv_group_size: int, kv_start: int):
         self.model, self.tokenizer = load(str(model_dir))
-        self.kw = dict(kv_bits=kv_bits, kv_group_size=kv_group_size,
-                       quantized_kv_start=kv_start, prefill_step_size=2048)
+        self.kw = dict(
+            kv_bits=kv_bits,
+            kv_group_size=kv_group_size,
+            quantized_kv_start=kv_start,
+            prefill_step_size=2048,
+        )
 
     def run(self, messages: list[dict], script: str) -> Sample:
         tok = self.tokenizer
@@ -101,15 +118,29 @@ class Direct:
         start = time.perf_counter()
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         forced = _ScriptProcessor(tok.encode(script, add_special_tokens=False), tok.eos_token_id)
-        times = [time.perf_counter() for _ in stream_generate(
-            self.model, tok, prompt, max_tokens=len(script) + 16, prompt_cache=cache,
-            sampler=make_sampler(temp=0.0), logits_processors=[forced], **self.kw)]
+        times = [
+            time.perf_counter()
+            for _ in stream_generate(
+                self.model,
+                tok,
+                prompt,
+                max_tokens=len(script) + 16,
+                prompt_cache=cache,
+                sampler=make_sampler(temp=0.0),
+                logits_processors=[forced],
+                **self.kw,
+            )
+        ]
         # A forced reply whose logits do not depend on the model's lets mlx
         # skip the forward pass until the cache is read: time what is left.
         t = time.perf_counter()
         mx.eval([c.state for c in cache])
-        return Sample(times[0] - start, _decode_tps(len(times), times[0], times[-1]),
-                      len(times), time.perf_counter() - t)
+        return Sample(
+            times[0] - start,
+            _decode_tps(len(times), times[0], times[-1]),
+            len(times),
+            time.perf_counter() - t,
+        )
 
 
 class Server(LiveServer):
@@ -119,13 +150,20 @@ class Server(LiveServer):
         super().__init__(str(model_dir), home, flags, "bench-server.out")
 
     def run(self, messages: list[dict], script: str) -> Sample:
-        body = json.dumps({"model": "mlx-local", "messages": messages, "stream": True,
-                           "stream_options": {"include_usage": True}, "temperature": 0.0,
-                           "max_tokens": len(script) + 16, "x_mns_script": script})
+        body = json.dumps(
+            {
+                "model": "mlx-local",
+                "messages": messages,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "temperature": 0.0,
+                "max_tokens": len(script) + 16,
+                "x_mns_script": script,
+            }
+        )
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
         start = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", body,
-                     {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
         resp = conn.getresponse()
         first = last = None
         tokens = 0
@@ -169,8 +207,10 @@ def bench(model_dir: Path, label: str, args) -> dict:
     head_dim = _head_dim(model_dir)
     bits = args.kv_bits or None
     if bits and not kv_quantization_works(bits, args.kv_group_size, head_dim):
-        print(f"  [{label}] KV quantization fails on {mx.default_device()}: direct uses "
-              "full-precision KV, as the server's fallback does")
+        print(
+            f"  [{label}] KV quantization fails on {mx.default_device()}: direct uses "
+            "full-precision KV, as the server's fallback does"
+        )
         bits = None
     direct = Direct(model_dir, bits, args.kv_group_size, args.quantized_kv_start)
     script = forced_reply(direct.tokenizer, args.tokens)
@@ -186,27 +226,46 @@ def bench(model_dir: Path, label: str, args) -> dict:
                 runner = direct if side == "direct" else server
                 samples[side].append(runner.run(messages(r, args.prompt_words), script))
             d, s = samples["direct"][-1], samples["server"][-1]
-            print(f"  [{label}] round {r + 1}: direct {d.decode_tps:7.1f} tok/s "
-                  f"ttft {d.ttft_s * 1e3:6.1f} ms | server {s.decode_tps:7.1f} tok/s "
-                  f"ttft {s.ttft_s * 1e3:6.1f} ms ({s.tokens} tokens)", flush=True)
+            print(
+                f"  [{label}] round {r + 1}: direct {d.decode_tps:7.1f} tok/s "
+                f"ttft {d.ttft_s * 1e3:6.1f} ms | server {s.decode_tps:7.1f} tok/s "
+                f"ttft {s.ttft_s * 1e3:6.1f} ms ({s.tokens} tokens)",
+                flush=True,
+            )
         fell_back = "cannot quantize the KV cache" in server.output() + _app_log(home)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
-    med = {side: (statistics.median(x.decode_tps for x in v),
-                  statistics.median(x.ttft_s for x in v) * 1e3) for side, v in samples.items()}
+    med = {
+        side: (
+            statistics.median(x.decode_tps for x in v),
+            statistics.median(x.ttft_s for x in v) * 1e3,
+        )
+        for side, v in samples.items()
+    }
     deferred_ms = statistics.median(x.deferred_s for x in samples["direct"]) * 1e3
-    return {"label": label, "tokens": samples["server"][0].tokens, "med": med,
-            "deferred_ms": deferred_ms,
-            "kv": f"{args.kv_bits} bits from {args.quantized_kv_start}" if args.kv_bits else "off",
-            "effective_kv": bits, "fell_back": fell_back}
+    return {
+        "label": label,
+        "tokens": samples["server"][0].tokens,
+        "med": med,
+        "deferred_ms": deferred_ms,
+        "kv": f"{args.kv_bits} bits from {args.quantized_kv_start}" if args.kv_bits else "off",
+        "effective_kv": bits,
+        "fell_back": fell_back,
+    }
 
 
 def server_flags(args) -> list[str]:
     """The KV settings, the prompt cache off unless asked (direct has none),
     then --server-arg."""
-    flags = ["--kv-bits", str(args.kv_bits), "--kv-group-size", str(args.kv_group_size),
-             "--quantized-kv-start", str(args.quantized_kv_start)]
+    flags = [
+        "--kv-bits",
+        str(args.kv_bits),
+        "--kv-group-size",
+        str(args.kv_group_size),
+        "--quantized-kv-start",
+        str(args.quantized_kv_start),
+    ]
     if not args.prompt_cache:
         flags += ["--prompt-cache-size", "0"]
         if "prompt_cache_disk" in config.KEYS_BY_NAME:  # its disk tier would reload evictions
@@ -221,47 +280,70 @@ def _app_log(home: Path) -> str:
 
 def print_table(results: list[dict]) -> None:
     print(f"\n{mx.default_device()}, medians:")
-    head = (f"{'model':<28} {'kv (server flag)':<28} {'tokens':>6} {'direct tok/s':>12} "
-            f"{'server tok/s':>12} {'ratio':>6} {'direct TTFT':>11} {'server TTFT':>11} "
-            f"{'overhead':>9}")
+    head = (
+        f"{'model':<28} {'kv (server flag)':<28} {'tokens':>6} {'direct tok/s':>12} "
+        f"{'server tok/s':>12} {'ratio':>6} {'direct TTFT':>11} {'server TTFT':>11} "
+        f"{'overhead':>9}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         (dt, dl), (st, sl) = r["med"]["direct"], r["med"]["server"]
         ratio, over = st / dt, sl - dl
         kv = r["kv"] + (" (fallback)" if r["fell_back"] else "")
-        print(f"{r['label']:<28} {kv:<28} {r['tokens']:>6} {dt:>12.1f} {st:>12.1f} "
-              f"{ratio:>6.3f} {dl:>8.1f} ms {sl:>8.1f} ms {over:>+6.1f} ms  "
-              f"[ratio {'ok' if ratio >= GOAL_RATIO else 'below'} {GOAL_RATIO}, "
-              f"TTFT {'ok' if over <= GOAL_TTFT_MS else 'over'} {GOAL_TTFT_MS:.0f} ms]")
-    lazy = [f"{r['label']}: {r['deferred_ms']:.0f} ms" for r in results
-            if r["deferred_ms"] > max(LAZY_MS, LAZY_TOKENS * 1e3 / r["med"]["direct"][0])]
+        print(
+            f"{r['label']:<28} {kv:<28} {r['tokens']:>6} {dt:>12.1f} {st:>12.1f} "
+            f"{ratio:>6.3f} {dl:>8.1f} ms {sl:>8.1f} ms {over:>+6.1f} ms  "
+            f"[ratio {'ok' if ratio >= GOAL_RATIO else 'below'} {GOAL_RATIO}, "
+            f"TTFT {'ok' if over <= GOAL_TTFT_MS else 'over'} {GOAL_TTFT_MS:.0f} ms]"
+        )
+    lazy = [
+        f"{r['label']}: {r['deferred_ms']:.0f} ms"
+        for r in results
+        if r["deferred_ms"] > max(LAZY_MS, LAZY_TOKENS * 1e3 / r["med"]["direct"][0])
+    ]
     if lazy:
-        print(f"\nINVALID DECODE FIGURES: after each forced reply the model's forward pass "
-              f"was still unevaluated ({'; '.join(lazy)}). The test hook's forced logits do "
-              "not depend on the model's, so decoding skipped the model and the next reader "
-              "of the KV cache pays for it. Fix: engine/hooks.py _ScriptProcessor returns "
-              "mx.depends(forced_logits, logits).")
+        print(
+            f"\nINVALID DECODE FIGURES: after each forced reply the model's forward pass "
+            f"was still unevaluated ({'; '.join(lazy)}). The test hook's forced logits do "
+            "not depend on the model's, so decoding skipped the model and the next reader "
+            "of the KV cache pays for it. Fix: engine/hooks.py _ScriptProcessor returns "
+            "mx.depends(forced_logits, logits)."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, help="an MLX model directory (default: generated "
-                   "demo models, see --demo)")
-    p.add_argument("--demo", help="generated models to run without --model: tiny (2 layers, "
-                   "64 wide), wide (4 layers, 1024 wide), comma-separated [tiny,wide on a "
-                   "GPU; tiny on the CPU, where wide decodes at about 15 tok/s]")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="an MLX model directory (default: generated demo models, see --demo)",
+    )
+    p.add_argument(
+        "--demo",
+        help="generated models to run without --model: tiny (2 layers, "
+        "64 wide), wide (4 layers, 1024 wide), comma-separated [tiny,wide on a "
+        "GPU; tiny on the CPU, where wide decodes at about 15 tok/s]",
+    )
     p.add_argument("--rounds", type=int, default=5, help="measured rounds [%(default)s]")
     p.add_argument("--tokens", type=int, default=400, help="forced reply length [%(default)s]")
     p.add_argument("--prompt-words", type=int, default=150, help="prompt length [%(default)s]")
     p.add_argument("--kv-bits", type=int, default=4, help="0 = full precision [%(default)s]")
     p.add_argument("--kv-group-size", type=int, default=64)
     p.add_argument("--quantized-kv-start", type=int, default=5000)
-    p.add_argument("--prompt-cache", action="store_true",
-                   help="leave the server's prompt cache at its configuration (by default "
-                        "it is off, as direct has none; README.md shows the difference)")
-    p.add_argument("--server-arg", action="append", default=[], metavar="FLAGS",
-                   help="more start-server.sh flags, e.g. --server-arg='--prefill-step-size 512'")
+    p.add_argument(
+        "--prompt-cache",
+        action="store_true",
+        help="leave the server's prompt cache at its configuration (by default "
+        "it is off, as direct has none; README.md shows the difference)",
+    )
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help="more start-server.sh flags, e.g. --server-arg='--prefill-step-size 512'",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         if args.model:
@@ -269,9 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sizes = {"tiny": dm.SIZES, "wide": WIDE}
             names = args.demo or ("tiny,wide" if mx.default_device() == mx.gpu else "tiny")
-            models = [(write_demo(Path(tmp) / n, sizes[n]),
-                       f"demo-{n} (h{sizes[n].hidden} x{sizes[n].layers})")
-                      for n in names.split(",")]
+            models = [
+                (
+                    write_demo(Path(tmp) / n, sizes[n]),
+                    f"demo-{n} (h{sizes[n].hidden} x{sizes[n].layers})",
+                )
+                for n in names.split(",")
+            ]
         results = [bench(path, label, args) for path, label in models]
     print_table(results)
     return 0

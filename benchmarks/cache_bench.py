@@ -73,13 +73,25 @@ class Server:
         """The serving process (the start script may sit above it)."""
         return int((self.home / "run" / f"server-{self.port}.pid").read_text())
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.home.mkdir(parents=True, exist_ok=True)
-        argv = [str(REPO / "start-server.sh"), "--model", str(self.model),
-                "--port", str(self.port), *self.flags]
+        argv = [
+            str(REPO / "start-server.sh"),
+            "--model",
+            str(self.model),
+            "--port",
+            str(self.port),
+            *self.flags,
+        ]
         out = (self.home / "server.out").open("a")
-        self.proc = subprocess.Popen(argv, env=self.env, cwd=self.home, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=self.home,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -102,12 +114,27 @@ class Server:
 
 # ---- scenarios --------------------------------------------------------------
 
+
 def bench_local(server: Server, args, extra: list[str]) -> dict:
     """Run bench-local.py's agent scenario against `server`; its JSON report."""
     out = server.home / "bench.json"
-    argv = [PYTHON, str(REPO / "bench-local.py"), "--base-url", server.base_url,
-            "--scenario", "agent", "--turns", str(args.turns), "--system-tokens",
-            str(args.system_tokens), "--server-pid", str(server.pid), "--json", str(out), *extra]
+    argv = [
+        PYTHON,
+        str(REPO / "bench-local.py"),
+        "--base-url",
+        server.base_url,
+        "--scenario",
+        "agent",
+        "--turns",
+        str(args.turns),
+        "--system-tokens",
+        str(args.system_tokens),
+        "--server-pid",
+        str(server.pid),
+        "--json",
+        str(out),
+        *extra,
+    ]
     subprocess.run(argv, check=True, stdout=sys.stderr)
     return json.loads(out.read_text())
 
@@ -119,10 +146,13 @@ def p1_p2(model: Path, root: Path, args, side: bool) -> dict:
     finally:
         server.stop()
     s = report["summary"]
-    return {"cold_ttft_s": s["cold_ttft_s"], "warm_ttft_s": s["warm_ttft_s"],
-            "warm_over_cold": s["warm_ttft_s"] / s["cold_ttft_s"],
-            "warm_cache_share": s["warm_cache_share"],
-            "prompt_tokens": [t["prompt_tokens"] for t in report["turns"]]}
+    return {
+        "cold_ttft_s": s["cold_ttft_s"],
+        "warm_ttft_s": s["warm_ttft_s"],
+        "warm_over_cold": s["warm_ttft_s"] / s["cold_ttft_s"],
+        "warm_cache_share": s["warm_cache_share"],
+        "prompt_tokens": [t["prompt_tokens"] for t in report["turns"]],
+    }
 
 
 class Session:
@@ -130,9 +160,13 @@ class Session:
 
     def __init__(self, system_tokens: int, seed: int = 0):
         self.rng = random.Random(seed)
-        system = (f"{BL.SYSTEM_PREAMBLE} Session {uuid.uuid4().hex[:8]}.\n\n"
-                  + BL.synthetic_text(system_tokens, self.rng))
-        self.messages = [{"role": "system", "content": system}, {"role": "user", "content": BL.TASK}]
+        system = f"{BL.SYSTEM_PREAMBLE} Session {uuid.uuid4().hex[:8]}.\n\n" + BL.synthetic_text(
+            system_tokens, self.rng
+        )
+        self.messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": BL.TASK},
+        ]
         self.tools = BL.agent_tools()
         self.turn = 0
 
@@ -157,20 +191,32 @@ def p3(model: Path, root: Path, args) -> dict:
             sample = session.step(server)
             kind = "cold" if turn == 1 else "resumed" if resumed else "warm"
             stats = server.status()
-            rows.append({"turn": turn, "kind": kind, "ttft_s": sample.ttft_s,
-                         "prompt": sample.prompt_tokens, "cached": sample.cached_tokens,
-                         "disk_load_s": stats["disk"]["load_seconds"] if resumed else None})
-            log(f"P3 turn {turn} ({kind}): TTFT {sample.ttft_s:.3f} s, "
-                f"{sample.cached_tokens}/{sample.prompt_tokens} cached")
+            rows.append(
+                {
+                    "turn": turn,
+                    "kind": kind,
+                    "ttft_s": sample.ttft_s,
+                    "prompt": sample.prompt_tokens,
+                    "cached": sample.cached_tokens,
+                    "disk_load_s": stats["disk"]["load_seconds"] if resumed else None,
+                }
+            )
+            log(
+                f"P3 turn {turn} ({kind}): TTFT {sample.ttft_s:.3f} s, "
+                f"{sample.cached_tokens}/{sample.prompt_tokens} cached"
+            )
     finally:
         server.stop()
     warm = statistics.median(r["ttft_s"] for r in rows if r["kind"] == "warm")
     resumed = [r for r in rows if r["kind"] == "resumed"]
-    return {"turns": rows, "warm_ttft_s": warm,
-            "resumed_ttft_s": [r["ttft_s"] for r in resumed],
-            "worst_resumed_over_warm": max(r["ttft_s"] for r in resumed) / warm,
-            "cold_ttft_s": rows[0]["ttft_s"],
-            "disk_load_s": [r["disk_load_s"] for r in resumed]}
+    return {
+        "turns": rows,
+        "warm_ttft_s": warm,
+        "resumed_ttft_s": [r["ttft_s"] for r in resumed],
+        "worst_resumed_over_warm": max(r["ttft_s"] for r in resumed) / warm,
+        "cold_ttft_s": rows[0]["ttft_s"],
+        "disk_load_s": [r["disk_load_s"] for r in resumed],
+    }
 
 
 def p5(model: Path, root: Path, args) -> dict:
@@ -184,19 +230,33 @@ def p5(model: Path, root: Path, args) -> dict:
             sample = session.step(server)
             stats = server.status()
             rss = BL.server_rss_mb(server.pid)
-            rows.append({"turn": session.turn, "ttft_s": sample.ttft_s, "prompt": sample.prompt_tokens,
-                         "cached": sample.cached_tokens, "rss_mb": rss,
-                         "cache_mb": stats["bytes"] / 2**20, "entries": stats["entries"]})
-            log(f"P5 turn {session.turn}: prompt {sample.prompt_tokens}, cached "
+            rows.append(
+                {
+                    "turn": session.turn,
+                    "ttft_s": sample.ttft_s,
+                    "prompt": sample.prompt_tokens,
+                    "cached": sample.cached_tokens,
+                    "rss_mb": rss,
+                    "cache_mb": stats["bytes"] / 2**20,
+                    "entries": stats["entries"],
+                }
+            )
+            log(
+                f"P5 turn {session.turn}: prompt {sample.prompt_tokens}, cached "
                 f"{sample.cached_tokens}, TTFT {sample.ttft_s:.3f} s, RSS {rss:.0f} MB, "
-                f"cache {stats['bytes'] / 2**20:.1f} MB in {stats['entries']} entries")
+                f"cache {stats['bytes'] / 2**20:.1f} MB in {stats['entries']} entries"
+            )
         budget = server.status()["max_bytes"]
     finally:
         server.stop()
-    return {"turns": rows, "budget_mb": budget / 2**20,
-            "max_cache_mb": max(r["cache_mb"] for r in rows),
-            "rss_first_mb": rows[0]["rss_mb"], "rss_max_mb": max(r["rss_mb"] for r in rows),
-            "rss_last_mb": rows[-1]["rss_mb"]}
+    return {
+        "turns": rows,
+        "budget_mb": budget / 2**20,
+        "max_cache_mb": max(r["cache_mb"] for r in rows),
+        "rss_first_mb": rows[0]["rss_mb"],
+        "rss_max_mb": max(r["rss_mb"] for r in rows),
+        "rss_last_mb": rows[-1]["rss_mb"],
+    }
 
 
 def floor(model: Path, args) -> dict:
@@ -209,10 +269,16 @@ def floor(model: Path, args) -> dict:
 
     m, tok = load(str(model))
     session = Session(args.system_tokens)
-    first = tok.apply_chat_template(session.messages, tools=session.tools, add_generation_prompt=True)
-    session.messages += [{"role": "assistant", "content": "Reading the file."},
-                         {"role": "user", "content": BL.synthetic_text(BL.TOOL_RESULT_TOKENS, session.rng)}]
-    second = tok.apply_chat_template(session.messages, tools=session.tools, add_generation_prompt=True)
+    first = tok.apply_chat_template(
+        session.messages, tools=session.tools, add_generation_prompt=True
+    )
+    session.messages += [
+        {"role": "assistant", "content": "Reading the file."},
+        {"role": "user", "content": BL.synthetic_text(BL.TOOL_RESULT_TOKENS, session.rng)},
+    ]
+    second = tok.apply_chat_template(
+        session.messages, tools=session.tools, add_generation_prompt=True
+    )
     n = common_prefix(first, second)
     kv = {"kv_bits": 4, "kv_group_size": 64, "quantized_kv_start": 5000}
 
@@ -226,13 +292,21 @@ def floor(model: Path, args) -> dict:
     ttft(second[:n], cache)
     trim_prompt_cache(cache, cache[0].offset - n)
     warm = ttft(second[n:], cache)
-    log(f"floor: {len(second)} tokens cold {cold:.3f} s; {len(second) - n} new tokens "
-        f"on {n} cached {warm:.3f} s")
-    return {"prompt_tokens": len(second), "new_tokens": len(second) - n,
-            "cold_ttft_s": cold, "warm_ttft_s": warm, "warm_over_cold": warm / cold}
+    log(
+        f"floor: {len(second)} tokens cold {cold:.3f} s; {len(second) - n} new tokens "
+        f"on {n} cached {warm:.3f} s"
+    )
+    return {
+        "prompt_tokens": len(second),
+        "new_tokens": len(second) - n,
+        "cold_ttft_s": cold,
+        "warm_ttft_s": warm,
+        "warm_over_cold": warm / cold,
+    }
 
 
 # ---- output -----------------------------------------------------------------
+
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
@@ -243,26 +317,34 @@ def summary(results: dict) -> str:
     for name in ("P1", "P2"):
         if name in results:
             r = results[name]
-            out.append(f"{name}: cold {r['cold_ttft_s']:.3f} s, warm {r['warm_ttft_s']:.3f} s, "
-                       f"warm/cold {r['warm_over_cold']:.3f} (goal <= 0.05), cached share "
-                       f"{r['warm_cache_share']:.1%} (goal >= 95 %)")
+            out.append(
+                f"{name}: cold {r['cold_ttft_s']:.3f} s, warm {r['warm_ttft_s']:.3f} s, "
+                f"warm/cold {r['warm_over_cold']:.3f} (goal <= 0.05), cached share "
+                f"{r['warm_cache_share']:.1%} (goal >= 95 %)"
+            )
     if "P3" in results:
         r = results["P3"]
-        out.append(f"P3: warm {r['warm_ttft_s']:.3f} s, resumed "
-                   f"{', '.join(f'{t:.3f}' for t in r['resumed_ttft_s'])} s, worst resumed/warm "
-                   f"{r['worst_resumed_over_warm']:.2f} (goal <= 2); disk loads "
-                   f"{', '.join(f'{t:.3f}' for t in r['disk_load_s'])} s against a cold "
-                   f"prefill of {r['cold_ttft_s']:.3f} s")
+        out.append(
+            f"P3: warm {r['warm_ttft_s']:.3f} s, resumed "
+            f"{', '.join(f'{t:.3f}' for t in r['resumed_ttft_s'])} s, worst resumed/warm "
+            f"{r['worst_resumed_over_warm']:.2f} (goal <= 2); disk loads "
+            f"{', '.join(f'{t:.3f}' for t in r['disk_load_s'])} s against a cold "
+            f"prefill of {r['cold_ttft_s']:.3f} s"
+        )
     if "P5" in results:
         r = results["P5"]
-        out.append(f"P5: {len(r['turns'])} turns, cache at most {r['max_cache_mb']:.1f} MB of a "
-                   f"{r['budget_mb']:.0f} MB budget; RSS {r['rss_first_mb']:.0f} MB after turn 1, "
-                   f"max {r['rss_max_mb']:.0f} MB, last {r['rss_last_mb']:.0f} MB")
+        out.append(
+            f"P5: {len(r['turns'])} turns, cache at most {r['max_cache_mb']:.1f} MB of a "
+            f"{r['budget_mb']:.0f} MB budget; RSS {r['rss_first_mb']:.0f} MB after turn 1, "
+            f"max {r['rss_max_mb']:.0f} MB, last {r['rss_last_mb']:.0f} MB"
+        )
     if "floor" in results:
         r = results["floor"]
-        out.append(f"floor (mlx-lm alone): {r['new_tokens']} new tokens on a {r['prompt_tokens']}-"
-                   f"token prompt: {r['warm_ttft_s']:.3f} s against {r['cold_ttft_s']:.3f} s cold, "
-                   f"{r['warm_over_cold']:.3f}")
+        out.append(
+            f"floor (mlx-lm alone): {r['new_tokens']} new tokens on a {r['prompt_tokens']}-"
+            f"token prompt: {r['warm_ttft_s']:.3f} s against {r['cold_ttft_s']:.3f} s cold, "
+            f"{r['warm_over_cold']:.3f}"
+        )
     return "\n".join(out)
 
 
@@ -275,8 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     # tokens) makes about 2, so 4000 gives the ~8K-token prompt of the issue.
     p.add_argument("--system-tokens", type=int, default=4000)
     p.add_argument("--p5-turns", type=int, default=50)
-    p.add_argument("--p5-tool-tokens", type=int, default=100,
-                   help="tool result per P5 turn (bench-local.py appends 300)")
+    p.add_argument(
+        "--p5-tool-tokens",
+        type=int,
+        default=100,
+        help="tool result per P5 turn (bench-local.py appends 300)",
+    )
     p.add_argument("--p5-budget", default="16MiB", help="prompt_cache_bytes for P5")
     p.add_argument("--json", help="write every figure to this file")
     args = p.parse_args(argv)
@@ -288,10 +374,13 @@ def main(argv: list[str] | None = None) -> int:
             from mlx_native_server.models import demo as demo_model
 
             model = demo_model.generate(root / "demo", progress=lambda *a, **k: None)
-        runs = {"P1": lambda: p1_p2(model, root, args, side=False),
-                "P2": lambda: p1_p2(model, root, args, side=True),
-                "P3": lambda: p3(model, root, args), "P5": lambda: p5(model, root, args),
-                "floor": lambda: floor(model, args)}
+        runs = {
+            "P1": lambda: p1_p2(model, root, args, side=False),
+            "P2": lambda: p1_p2(model, root, args, side=True),
+            "P3": lambda: p3(model, root, args),
+            "P5": lambda: p5(model, root, args),
+            "floor": lambda: floor(model, args),
+        }
         results = {name: runs[name]() for name in args.only.split(",")}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

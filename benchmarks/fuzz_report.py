@@ -67,58 +67,93 @@ def criteria(tally: Tally, rss: tuple, seeds: list[str]) -> list[tuple[str, bool
     return [
         ("the unmutated client bodies are served", not seeds, "; ".join(seeds)),
         ("the server stayed up", not tally.server_died, ""),
-        ("0 responses >= 500 (529 excepted) or error events mid-stream", c["server_error"] == 0,
-         str(c["server_error"])),
+        (
+            "0 responses >= 500 (529 excepted) or error events mid-stream",
+            c["server_error"] == 0,
+            str(c["server_error"]),
+        ),
         ("0 well-formed requests without a whole answer", c["dropped"] == 0, str(c["dropped"])),
         ("0 second answers to one request (desync)", c["desync"] == 0, str(c["desync"])),
         ("0 poisoned-engine episodes", tally.episodes == 0, str(tally.episodes)),
         ("every error body in its API's shape", c["unshaped"] == 0, str(c["unshaped"])),
-        (f"server RSS growth <= {MAX_RSS_GROWTH:.0f} %", growth is not None and growth <= MAX_RSS_GROWTH,
-         "not measured" if growth is None else f"{growth:+.1f} %"),
+        (
+            f"server RSS growth <= {MAX_RSS_GROWTH:.0f} %",
+            growth is not None and growth <= MAX_RSS_GROWTH,
+            "not measured" if growth is None else f"{growth:+.1f} %",
+        ),
     ]
 
 
-def report(tally: Tally, rss: tuple, seeds: list[str], elapsed: float, seed: int, where: str) -> dict:
+def report(
+    tally: Tally, rss: tuple, seeds: list[str], elapsed: float, seed: int, where: str
+) -> dict:
     before, after = rss
     return {
-        "target": where, "seed": seed, "elapsed_seconds": round(elapsed, 1), "requests": tally.sent,
-        "by_kind": dict(tally.kinds), "status_codes": dict(sorted(tally.statuses.items())),
+        "target": where,
+        "seed": seed,
+        "elapsed_seconds": round(elapsed, 1),
+        "requests": tally.sent,
+        "by_kind": dict(tally.kinds),
+        "status_codes": dict(sorted(tally.statuses.items())),
         "responses_5xx": sum(n for s, n in tally.statuses.items() if s.isdigit() and int(s) >= 500),
         "server_errors": tally.failure_counts["server_error"],
         "no_response_well_formed": tally.failure_counts["dropped"],
         "desync": tally.failure_counts["desync"],
         "unshaped_error_bodies": tally.failure_counts["unshaped"],
         "unshaped_error_bodies_malformed_http": tally.unshaped_malformed,
-        "slow_clients": tally.slow, "slow_clients_cut_by_server": tally.slow_cut,
-        "checks": tally.checks, "failed_checks": tally.failed_checks, "poisoned_episodes": tally.episodes,
-        "rss_start_bytes": tally.rss_start, "rss_before_bytes": before, "rss_after_bytes": after,
-        "rss_growth_percent": round((after - before) * 100.0 / before, 1) if before and after else None,
-        "criteria": [{"name": n, "ok": ok, "detail": d} for n, ok, d in criteria(tally, rss, seeds)],
-        "examples": {kind: [{"case": o.case.name, "status": o.status, "note": o.note[:300]} for o in outs]
-                     for kind, outs in tally.failures.items()},
+        "slow_clients": tally.slow,
+        "slow_clients_cut_by_server": tally.slow_cut,
+        "checks": tally.checks,
+        "failed_checks": tally.failed_checks,
+        "poisoned_episodes": tally.episodes,
+        "rss_start_bytes": tally.rss_start,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "rss_growth_percent": round((after - before) * 100.0 / before, 1)
+        if before and after
+        else None,
+        "criteria": [
+            {"name": n, "ok": ok, "detail": d} for n, ok, d in criteria(tally, rss, seeds)
+        ],
+        "examples": {
+            kind: [{"case": o.case.name, "status": o.status, "note": o.note[:300]} for o in outs]
+            for kind, outs in tally.failures.items()
+        },
         "first_failed_check": next((n for n in tally.check_notes if n != "ok"), None),
     }
 
 
 def print_report(r: dict) -> None:
     mib = lambda b: "?" if b is None else f"{b / 2**20:.1f} MiB"  # noqa: E731
-    print(f"fuzz_server: {r['requests']} requests in {r['elapsed_seconds']} s against {r['target']} "
-          f"(seed {r['seed']}; {', '.join(f'{k} {n}' for k, n in sorted(r['by_kind'].items()))})")
+    print(
+        f"fuzz_server: {r['requests']} requests in {r['elapsed_seconds']} s against {r['target']} "
+        f"(seed {r['seed']}; {', '.join(f'{k} {n}' for k, n in sorted(r['by_kind'].items()))})"
+    )
     print("status codes:  " + "  ".join(f"{s}: {n}" for s, n in r["status_codes"].items()))
-    print(f"responses >= 500:                      {r['responses_5xx']}; as faults (529 excepted, "
-          f"error events mid-stream added): {r['server_errors']}")
+    print(
+        f"responses >= 500:                      {r['responses_5xx']}; as faults (529 excepted, "
+        f"error events mid-stream added): {r['server_errors']}"
+    )
     print(f"no answer to well-formed HTTP:         {r['no_response_well_formed']}")
     print(f"second answers to one request:         {r['desync']}")
-    print(f"poisoned-engine episodes:              {r['poisoned_episodes']} "
-          f"({r['failed_checks']} of {r['checks']} checks failed)")
-    print(f"error bodies not in their API's shape: {r['unshaped_error_bodies']} "
-          f"(+{r['unshaped_error_bodies_malformed_http']} to malformed HTTP, not counted)")
-    print(f"slow clients:                          {r['slow_clients']} "
-          f"({r['slow_clients_cut_by_server']} cut by the server)")
+    print(
+        f"poisoned-engine episodes:              {r['poisoned_episodes']} "
+        f"({r['failed_checks']} of {r['checks']} checks failed)"
+    )
+    print(
+        f"error bodies not in their API's shape: {r['unshaped_error_bodies']} "
+        f"(+{r['unshaped_error_bodies_malformed_http']} to malformed HTTP, not counted)"
+    )
+    print(
+        f"slow clients:                          {r['slow_clients']} "
+        f"({r['slow_clients_cut_by_server']} cut by the server)"
+    )
     growth = r["rss_growth_percent"]
-    print(f"server RSS:                            {mib(r['rss_before_bytes'])} after the first batch -> "
-          f"{mib(r['rss_after_bytes'])} at the end ({'?' if growth is None else f'{growth:+.1f} %'}; "
-          f"{mib(r['rss_start_bytes'])} before any fuzzing)")
+    print(
+        f"server RSS:                            {mib(r['rss_before_bytes'])} after the first batch -> "
+        f"{mib(r['rss_after_bytes'])} at the end ({'?' if growth is None else f'{growth:+.1f} %'}; "
+        f"{mib(r['rss_start_bytes'])} before any fuzzing)"
+    )
     for kind, examples in r["examples"].items():
         print(f"  {kind}, e.g.:")
         for e in examples:
@@ -127,4 +162,7 @@ def print_report(r: dict) -> None:
         print(f"  first failed check: {r['first_failed_check'][:200]}")
     print("done criteria:")
     for c in r["criteria"]:
-        print(f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['name']}" + (f": {c['detail']}" if c["detail"] else ""))
+        print(
+            f"  [{'PASS' if c['ok'] else 'FAIL'}] {c['name']}"
+            + (f": {c['detail']}" if c["detail"] else "")
+        )

@@ -49,6 +49,7 @@ SERVER_FLAGS = ["--max-tokens", "1536", "--request-timeout", "2", "--max-pending
 
 # --- the server --------------------------------------------------------------------
 
+
 class DemoServer(LiveServer):
     """./start-server.sh --model demo on a free port in a scratch home, test hooks on."""
 
@@ -87,7 +88,9 @@ def rss_bytes(pid: int) -> int | None:
     except OSError:
         pass
     try:
-        out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
         return int(out.stdout.strip()) * 1024
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
@@ -102,19 +105,25 @@ def loopback_port(base_url: str) -> int:
     except ValueError:
         loop = False
     if parts.scheme != "http" or not loop or not parts.port:
-        print(f"error: --base-url {base_url!r} is not http://127.0.0.1:PORT (or [::1], localhost); "
-              "this fuzzer only attacks a server on this machine.", file=sys.stderr)
+        print(
+            f"error: --base-url {base_url!r} is not http://127.0.0.1:PORT (or [::1], localhost); "
+            "this fuzzer only attacks a server on this machine.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return parts.port
 
 
 # --- the run -------------------------------------------------------------------------
 
+
 def check(addr: tuple[str, int], host: str, seconds: float = REPLY_TIMEOUT) -> str | None:
     """None if /health is ok and a normal chat request is answered, else what is wrong."""
     try:
-        for data, want in ((fc.request("GET", "/health", host), "status"),
-                           (fc.json_request(fc.CHAT, host, fc.encode(fc.NORMAL[1])), "choices")):
+        for data, want in (
+            (fc.request("GET", "/health", host), "status"),
+            (fc.json_request(fc.CHAT, host, fc.encode(fc.NORMAL[1])), "choices"),
+        ):
             wire = Wire(addr, seconds)
             try:
                 wire.send(data)
@@ -133,7 +142,9 @@ def check_seeds(addr: tuple[str, int], host: str) -> list[str]:
     """The unmutated client bodies must be served, or the mutations test nothing."""
     problems = []
     for name, (path, body) in fc.SEEDS.items():
-        out = run_case(addr, fc.Case("json", name, fc.json_request(path, host, fc.encode(body)), path, True), 0)
+        out = run_case(
+            addr, fc.Case("json", name, fc.json_request(path, host, fc.encode(body)), path, True), 0
+        )
         if out.status != 200 or out.dropped or out.stream_error:
             problems.append(f"{name}: {out.status} {out.note[:200]}")
     return problems
@@ -167,22 +178,46 @@ def fuzz(args, addr: tuple[str, int], host: str, server, tally: Tally, deadline:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Without --base-url it starts its own demo server: ./start-server.sh "
-                                       "--model demo " + " ".join(SERVER_FLAGS) + ", test hooks on.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Without --base-url it starts its own demo server: ./start-server.sh "
+        "--model demo " + " ".join(SERVER_FLAGS) + ", test hooks on.",
+    )
     p.add_argument("--requests", type=int, default=10_000, help="requests to send (default 10000)")
-    p.add_argument("--check-every", type=int, default=250,
-                   help="requests between health + normal-request checks (default 250)")
-    p.add_argument("--max-seconds", type=float, default=900, help="stop after this long (default 900)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
-    p.add_argument("--slow-seconds", type=float, default=6.0,
-                   help="how long a slow client keeps trying before it gives up (default 6)")
-    p.add_argument("--reply-seconds", type=float, default=REPLY_TIMEOUT,
-                   help="how long a well-formed request may take, in all, before it counts as "
-                        f"unanswered (default {REPLY_TIMEOUT}); keep the target's context small")
-    p.add_argument("--seed", type=int, default=None, help="random seed, to repeat a run (default: random)")
-    p.add_argument("--base-url", help="fuzz this running server instead (loopback only), e.g. "
-                                      "http://127.0.0.1:8000; needs --server-pid")
+    p.add_argument(
+        "--check-every",
+        type=int,
+        default=250,
+        help="requests between health + normal-request checks (default 250)",
+    )
+    p.add_argument(
+        "--max-seconds", type=float, default=900, help="stop after this long (default 900)"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight at once (default 8)"
+    )
+    p.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=6.0,
+        help="how long a slow client keeps trying before it gives up (default 6)",
+    )
+    p.add_argument(
+        "--reply-seconds",
+        type=float,
+        default=REPLY_TIMEOUT,
+        help="how long a well-formed request may take, in all, before it counts as "
+        f"unanswered (default {REPLY_TIMEOUT}); keep the target's context small",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed, to repeat a run (default: random)"
+    )
+    p.add_argument(
+        "--base-url",
+        help="fuzz this running server instead (loopback only), e.g. "
+        "http://127.0.0.1:8000; needs --server-pid",
+    )
     p.add_argument("--server-pid", type=int, help="pid of the --base-url server, for its RSS")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
@@ -213,8 +248,14 @@ def main(argv=None) -> int:
         if not seeds:
             fuzz(args, addr, host_header, server, tally, started + args.max_seconds)
         after = rss_bytes(server.pid) if server.alive() else None
-        r = report(tally, (tally.rss_warm, after), seeds, time.monotonic() - started, args.seed,
-                   f"http://{host_header} (pid {server.pid})")
+        r = report(
+            tally,
+            (tally.rss_warm, after),
+            seeds,
+            time.monotonic() - started,
+            args.seed,
+            f"http://{host_header} (pid {server.pid})",
+        )
         ok = all(c["ok"] for c in r["criteria"])
     finally:
         server.stop(keep=not ok)

@@ -38,8 +38,14 @@ PREFILL_STEP = 2048  # mlx-lm's and the server's default prefill_step_size
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
-def bytes_per_token(layers: int, kv_heads: int, head_dim: int, bits: int | None,
-                    group_size: int = 64, dtype_bytes: int = 2) -> float:
+def bytes_per_token(
+    layers: int,
+    kv_heads: int,
+    head_dim: int,
+    bits: int | None,
+    group_size: int = 64,
+    dtype_bytes: int = 2,
+) -> float:
     """K and V of one token in every layer. Quantized: `bits` per value plus
     a scale and a bias (in the activation dtype) per `group_size` values."""
     per_value = dtype_bytes if bits is None else bits / 8 + 2 * dtype_bytes / group_size
@@ -56,7 +62,7 @@ def prefill(model, tokens: mx.array, bits: int | None, group_size: int) -> tuple
     mx.synchronize()
     start = time.perf_counter()
     for i in range(0, tokens.size, PREFILL_STEP):
-        model(tokens[i:i + PREFILL_STEP][None], cache=cache)
+        model(tokens[i : i + PREFILL_STEP][None], cache=cache)
         maybe_quantize_kv_cache(cache, 0, group_size, bits)
         mx.eval([c.state for c in cache])
     return cache, tokens.size / (time.perf_counter() - start)
@@ -64,28 +70,49 @@ def prefill(model, tokens: mx.array, bits: int | None, group_size: int) -> tuple
 
 def decode(model, cache, n: int, bits: int | None, group_size: int) -> float:
     """mlx-lm's own decode loop (greedy) for n tokens on the cache; tok/s."""
-    times = [time.perf_counter() for _ in generate_step(
-        mx.array([1]), model, max_tokens=n, prompt_cache=cache, kv_bits=bits,
-        kv_group_size=group_size, quantized_kv_start=0)]
+    times = [
+        time.perf_counter()
+        for _ in generate_step(
+            mx.array([1]),
+            model,
+            max_tokens=n,
+            prompt_cache=cache,
+            kv_bits=bits,
+            kv_group_size=group_size,
+            quantized_kv_start=0,
+        )
+    ]
     return (len(times) - 1) / (times[-1] - times[0])
 
 
 def measure(model_dir: Path, lengths: list[int], n_decode: int, group_size: int) -> None:
     config = json.loads((model_dir / "config.json").read_text())
     model, _ = load(str(model_dir))
-    shape = (config["num_hidden_layers"], config["num_key_value_heads"],
-             config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+    shape = (
+        config["num_hidden_layers"],
+        config["num_key_value_heads"],
+        config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
+    )
     dtype = str(model.model.embed_tokens.weight.dtype).split(".")[-1]
-    print(f"{model_dir.name}: {shape[0]} layers, {shape[1]} KV heads, head_dim {shape[2]}, "
-          f"activations {dtype}; group size {group_size}; {mx.default_device()}")
-    head = (f"{'kv':<6} {'prompt':>7} {'measured B/tok':>14} {'formula B/tok':>13} "
-            f"{'cache MiB':>9} {'prefill tok/s':>13} {'decode tok/s':>12}")
+    print(
+        f"{model_dir.name}: {shape[0]} layers, {shape[1]} KV heads, head_dim {shape[2]}, "
+        f"activations {dtype}; group size {group_size}; {mx.default_device()}"
+    )
+    head = (
+        f"{'kv':<6} {'prompt':>7} {'measured B/tok':>14} {'formula B/tok':>13} "
+        f"{'cache MiB':>9} {'prefill tok/s':>13} {'decode tok/s':>12}"
+    )
     print(head + "\n" + "-" * len(head))
     vocab = config["vocab_size"]
     for bits in (None, 8, 4):
         try:  # warm-up: the first run of each kernel compiles it (mlx's CUDA backend)
-            decode(model, prefill(model, mx.arange(256) % vocab, bits, group_size)[0], 4,
-                   bits, group_size)
+            decode(
+                model,
+                prefill(model, mx.arange(256) % vocab, bits, group_size)[0],
+                4,
+                bits,
+                group_size,
+            )
         except Exception:
             pass  # reported below
         label = "full" if bits is None else f"{bits}-bit"
@@ -99,8 +126,10 @@ def measure(model_dir: Path, lengths: list[int], n_decode: int, group_size: int)
             except Exception as e:  # a backend that cannot run this setting
                 print(f"{label:<6} {n:>7}  fails: {_error(e)}")
                 continue
-            print(f"{label:<6} {n:>7} {nbytes / n:>14.1f} {formula:>13.1f} "
-                  f"{nbytes / 2**20:>9.2f} {prefill_tps:>13.1f} {decode_tps:>12.1f}")
+            print(
+                f"{label:<6} {n:>7} {nbytes / n:>14.1f} {formula:>13.1f} "
+                f"{nbytes / 2**20:>9.2f} {prefill_tps:>13.1f} {decode_tps:>12.1f}"
+            )
 
 
 SHAPES = ((8, 1), (48, 1), (8, 32), (48, 32))  # (query heads, query tokens) over 8 KV heads
@@ -108,9 +137,11 @@ SHAPES = ((8, 1), (48, 1), (8, 32), (48, 32))  # (query heads, query tokens) ove
 
 def probe_shapes() -> None:
     """Quantized attention over a 300-token quantized cache, shape by shape."""
-    print(f"quantized attention on {mx.default_device()} (mlx {mx.__version__}), 8 KV heads "
-          "holding 300 tokens; q = query heads x query tokens (1: decode, 32: prefill "
-          "on a quantized cache; 48 heads: GQA as MiniMax M2)")
+    print(
+        f"quantized attention on {mx.default_device()} (mlx {mx.__version__}), 8 KV heads "
+        "holding 300 tokens; q = query heads x query tokens (1: decode, 32: prefill "
+        "on a quantized cache; 48 heads: GQA as MiniMax M2)"
+    )
     cols = "".join(f"{f'q {h}x{n}':>10}" for h, n in SHAPES)
     print(f"{'bits':>4} {'head_dim':>8} {'dtype':<9} {'probe':>6}{cols}")
     for bits in (4, 8):
@@ -119,9 +150,11 @@ def probe_shapes() -> None:
             for dtype in (mx.float16, mx.bfloat16, mx.float32):
                 results = [_attend(bits, head_dim, dtype, h, n) for h, n in SHAPES]
                 name = str(dtype).split(".")[-1]
-                print(f"{bits:>4} {head_dim:>8} {name:<9} {str(probe):>6}"
-                      + "".join(f"{'ok' if r is None else 'FAILS':>10}" for r in results))
-                for (h, n), r in zip(SHAPES, results):
+                print(
+                    f"{bits:>4} {head_dim:>8} {name:<9} {str(probe):>6}"
+                    + "".join(f"{'ok' if r is None else 'FAILS':>10}" for r in results)
+                )
+                for (h, n), r in zip(SHAPES, results, strict=True):
                     if r is not None:
                         print(f"{'':>21} q {h}x{n}: {r}")
 
@@ -135,8 +168,11 @@ def _attend(bits: int, head_dim: int, dtype, q_heads: int, q_len: int) -> str | 
         keys, values = cache.update_and_fetch(kv, kv)
         q = mx.random.normal((1, q_heads, q_len, head_dim)).astype(dtype)
         mask = "causal" if q_len > 1 else None
-        mx.eval(scaled_dot_product_attention(q, keys, values, cache=cache,
-                                             scale=head_dim**-0.5, mask=mask))
+        mx.eval(
+            scaled_dot_product_attention(
+                q, keys, values, cache=cache, scale=head_dim**-0.5, mask=mask
+            )
+        )
         return None
     except Exception as e:
         return _error(e)
@@ -145,13 +181,18 @@ def _attend(bits: int, head_dim: int, dtype, q_heads: int, q_len: int) -> str | 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="an MLX model (default: the generated demo model)")
-    p.add_argument("--lengths", default="1024,4096,8192",
-                   help="prompt lengths, multiples of 256 so no cache capacity is "
-                        "left unused [%(default)s]")
+    p.add_argument(
+        "--lengths",
+        default="1024,4096,8192",
+        help="prompt lengths, multiples of 256 so no cache capacity is left unused [%(default)s]",
+    )
     p.add_argument("--decode", type=int, default=64, help="tokens decoded after each prompt")
     p.add_argument("--group-size", type=int, default=64)
-    p.add_argument("--shapes", action="store_true",
-                   help="only probe which quantized-attention shapes this backend runs")
+    p.add_argument(
+        "--shapes",
+        action="store_true",
+        help="only probe which quantized-attention shapes this backend runs",
+    )
     args = p.parse_args(argv)
     if args.shapes:
         probe_shapes()

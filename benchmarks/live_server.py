@@ -31,8 +31,14 @@ class LiveServer:
         self.home, self.port = home, free_port()
         argv = [str(REPO / "start-server.sh"), "--model", model, "--port", str(self.port), *flags]
         self.log = (home / log_name).open("w+", errors="replace")
-        self.proc = subprocess.Popen(argv, env=isolated_env(home), cwd=home, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=isolated_env(home),
+            cwd=home,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.pid = self.proc.pid
         deadline = time.monotonic() + START_TIMEOUT
         while "ready: " not in self.output():

@@ -37,9 +37,9 @@ from mlx_lm.generate import maybe_quantize_kv_cache  # noqa: E402
 from mlx_lm.models import minimax  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
-from mlx_native_server.models import demo as demo_model
-
-from mlx_native_server.memory import plan as memory_plan, device as plan_cmd  # noqa: E402
+from mlx_native_server.memory import device as plan_cmd  # noqa: E402
+from mlx_native_server.memory import plan as memory_plan  # noqa: E402
+from mlx_native_server.models import demo as demo_model  # noqa: E402
 
 MiB = 2**20
 
@@ -68,8 +68,9 @@ def build(config: dict, overrides: dict, dtype: str, quantize: int) -> tuple[nn.
     return model, config
 
 
-def prefill_peak(model, n_tokens: int, step: int, kv_bits: int | None,
-                 vocab: int) -> tuple[int, int, int, float]:
+def prefill_peak(
+    model, n_tokens: int, step: int, kv_bits: int | None, vocab: int
+) -> tuple[int, int, int, float]:
     """(largest working set over the chunks, the KV cache's bytes at the end,
     the largest peak of active memory, weights included, prefill tok/s)."""
     cache = make_prompt_cache(model)
@@ -80,7 +81,7 @@ def prefill_peak(model, n_tokens: int, step: int, kv_bits: int | None,
     for i in range(0, n_tokens, step):
         mx.synchronize()
         mx.reset_peak_memory()
-        model(tokens[i:i + step][None], cache=cache)
+        model(tokens[i : i + step][None], cache=cache)
         maybe_quantize_kv_cache(cache, 0, 64, kv_bits)
         mx.eval([c.state for c in cache])
         mx.synchronize()
@@ -89,8 +90,15 @@ def prefill_peak(model, n_tokens: int, step: int, kv_bits: int | None,
     return worst, sum(c.nbytes for c in cache), peak, n_tokens / (time.perf_counter() - start)
 
 
-def run(label: str, model, config: dict, n_tokens: int, steps: list[int], kv_bits: int | None,
-        platform: str) -> None:
+def run(
+    label: str,
+    model,
+    config: dict,
+    n_tokens: int,
+    steps: list[int],
+    kv_bits: int | None,
+    platform: str,
+) -> None:
     weights = mx.get_active_memory()
     scores = memory_plan.scores_materialized(platform, kv_bits is not None)
     for step in steps:
@@ -98,31 +106,44 @@ def run(label: str, model, config: dict, n_tokens: int, steps: list[int], kv_bit
         try:
             ws, kv, peak, tps = prefill_peak(model, n_tokens, step, kv_bits, config["vocab_size"])
         except Exception as e:  # a backend that cannot run this setting (CUDA: quantized KV)
-            print(f"{label:<16} {kv_label:<6} {n_tokens:>7} {step:>6}  fails: "
-                  f"{str(e).strip().splitlines()[0][:80]}")
+            print(
+                f"{label:<16} {kv_label:<6} {n_tokens:>7} {step:>6}  fails: "
+                f"{str(e).strip().splitlines()[0][:80]}"
+            )
             continue
         shape = memory_plan.Shape.from_config(config)
         predicted = memory_plan.prefill_bytes(shape, step, n_tokens, scores)
-        print(f"{label:<16} {kv_label:<6} {n_tokens:>7} {step:>6} {weights / MiB:>10.1f} "
-              f"{kv / MiB:>8.1f} {ws / MiB:>12.1f} {predicted / MiB:>12.1f} "
-              f"{ws / step:>12.0f} {peak / 1e9:>8.2f} {tps:>8.0f}", flush=True)
+        print(
+            f"{label:<16} {kv_label:<6} {n_tokens:>7} {step:>6} {weights / MiB:>10.1f} "
+            f"{kv / MiB:>8.1f} {ws / MiB:>12.1f} {predicted / MiB:>12.1f} "
+            f"{ws / step:>12.0f} {peak / 1e9:>8.2f} {tps:>8.0f}",
+            flush=True,
+        )
         mx.clear_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=8192, help="prompt length [%(default)s]")
-    p.add_argument("--steps", default="256,512,1024,2048,4096",
-                   help="prefill_step_size values [%(default)s]")
+    p.add_argument(
+        "--steps", default="256,512,1024,2048,4096", help="prefill_step_size values [%(default)s]"
+    )
     p.add_argument("--kv-bits", default="0,4", help="KV settings, 0 = full precision [%(default)s]")
     p.add_argument("--shape", default="", help="config.json overrides, key=value,...")
     p.add_argument("--grid", action="store_true", help="the shapes of GRID, one term at a time")
-    p.add_argument("--dtype", default="float32",
-                   help="activation dtype (the CPU backend runs the experts in float32 only)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        help="activation dtype (the CPU backend runs the experts in float32 only)",
+    )
     p.add_argument("--quantize", type=int, default=0, help="quantize the weights to these bits")
-    p.add_argument("--memory-limit-gb", type=float, default=0,
-                   help="mx.set_memory_limit above the weights, in GB, as start sets it from "
-                        "the plan: allocations then wait for work in flight [off]")
+    p.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=0,
+        help="mx.set_memory_limit above the weights, in GB, as start sets it from "
+        "the plan: allocations then wait for work in flight [off]",
+    )
     args = p.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
     kv_settings = [int(b) or None for b in args.kv_bits.split(",")]
@@ -134,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shapes = GRID if args.grid else {"demo": {}}
     platform = plan_cmd.platform_name()
-    print(f"{mx.default_device()} ({platform}), mlx {mx.__version__}, activations {args.dtype}; "
-          "MiB; working set = peak during a chunk - active after it (largest chunk)")
-    head = (f"{'shape':<16} {'kv':<6} {'tokens':>7} {'step':>6} {'weights':>10} {'kv cache':>8} "
-            f"{'working set':>12} {'formula':>12} {'B per step':>12} {'peak GB':>8} {'tok/s':>8}")
+    print(
+        f"{mx.default_device()} ({platform}), mlx {mx.__version__}, activations {args.dtype}; "
+        "MiB; working set = peak during a chunk - active after it (largest chunk)"
+    )
+    head = (
+        f"{'shape':<16} {'kv':<6} {'tokens':>7} {'step':>6} {'weights':>10} {'kv cache':>8} "
+        f"{'working set':>12} {'formula':>12} {'B per step':>12} {'peak GB':>8} {'tok/s':>8}"
+    )
     print(head + "\n" + "-" * len(head))
     for label, overrides in shapes.items():
         model, config = build(base, overrides, args.dtype, args.quantize)

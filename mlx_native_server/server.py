@@ -80,8 +80,9 @@ def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
     next_rotation = time.monotonic() + ROTATE_EVERY
     while not stop.wait(min(s.watchdog_interval or 1.0, 1.0)):
         if s.watchdog_interval:
-            found = verdict(app.engine.alive, app.engine.activity, s.watchdog_stall_timeout,
-                            app.engine.healthy)
+            found = verdict(
+                app.engine.alive, app.engine.activity, s.watchdog_stall_timeout, app.engine.healthy
+            )
             if found is not None:
                 log.error("watchdog: %s", found[1])
                 return found[0]
@@ -93,8 +94,11 @@ def _watch(app: App, stop: threading.Event, logs: StreamLogs) -> int:
     return 0
 
 
-SHUTDOWN_ERROR = ApiError(503, "The server is shutting down; this request was stopped before it "
-                               "finished.", "service_unavailable")
+SHUTDOWN_ERROR = ApiError(
+    503,
+    "The server is shutting down; this request was stopped before it finished.",
+    "service_unavailable",
+)
 
 
 def _drain(app: App) -> None:
@@ -116,18 +120,26 @@ def _metrics(app: App) -> ServerMetrics:
     import mlx.core as mx
 
     def memory() -> dict:
-        found = {"active": mx.get_active_memory(), "peak": mx.get_peak_memory(),
-                 "cache": mx.get_cache_memory()}
+        found = {
+            "active": mx.get_active_memory(),
+            "peak": mx.get_peak_memory(),
+            "cache": mx.get_cache_memory(),
+        }
         if app.engine.memory_limit:
             found["limit"] = app.engine.memory_limit
         return found
 
     engine = app.engine
     return ServerMetrics(
-        version=__version__, mlx_lm_version=engine.mlx_lm_version,
-        model=app.settings.served_model_id, memory=memory, prompt_cache=engine.cache_stats,
-        queue_depth=lambda: app.pending, in_flight=lambda: len(app.active),
-        engine_state=app.engine_state)
+        version=__version__,
+        mlx_lm_version=engine.mlx_lm_version,
+        model=app.settings.served_model_id,
+        memory=memory,
+        prompt_cache=engine.cache_stats,
+        queue_depth=lambda: app.pending,
+        in_flight=lambda: len(app.active),
+        engine_state=app.engine_state,
+    )
 
 
 def exit_now(code: int) -> NoReturn:
@@ -161,8 +173,9 @@ def run(settings: Settings, plan=None) -> int:
     app = App(settings, engine, test_hooks=test_hooks)
     app.metrics = _metrics(app)
     app.heap = heap.Trimmer()
-    server = HttpServer(build_asgi(app), bind(settings.host, settings.port),
-                        settings.request_timeout)
+    server = HttpServer(
+        build_asgi(app), bind(settings.host, settings.port), settings.request_timeout
+    )
     _write_pid(settings)
     stop = threading.Event()
     _install_signals(stop, app)

@@ -67,8 +67,14 @@ def parse_sse(text: str) -> list[tuple[str | None, str]]:
     return events
 
 
-def build(method: str, path: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-          body: bytes = b"", host: str | None = "127.0.0.1", length: bool = True) -> bytes:
+def build(
+    method: str,
+    path: str,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    host: str | None = "127.0.0.1",
+    length: bool = True,
+) -> bytes:
     """The bytes of one request. Adds Host (unless None) and, for a body,
     Content-Length (unless `length` is False or headers name one)."""
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
@@ -92,7 +98,7 @@ class Connection:
         self.buffer = b""
         self.eof = False
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,7 +142,7 @@ class Connection:
     def _poll(self, seconds: float) -> str:
         try:
             return "data" if self._recv(max(seconds, 0.001)) else "closed"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return "open"
 
     def wait(self, seconds: float) -> str:
@@ -179,7 +185,9 @@ class Connection:
         code, _, reason = rest.partition(" ")
         if not version.startswith("HTTP/") or not code.isdigit():
             raise PeerClosed(f"not an HTTP response: {lines[0]!r}")
-        headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+        headers = [
+            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])
+        ]
         reply = Response(int(code), reason, headers)
         reply.chunked = "chunked" in (reply.header("Transfer-Encoding") or "").lower()
         if reply.header("Content-Length") is not None:
@@ -230,8 +238,14 @@ class Connection:
     def read_response(self, head_request: bool = False) -> Response:
         return self.read_body(self.read_head(), head_request)
 
-    def request(self, method: str, path: str, headers=None, body: bytes = b"",
-                host: str | None = "127.0.0.1") -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers=None,
+        body: bytes = b"",
+        host: str | None = "127.0.0.1",
+    ) -> Response:
         """Send one request and read its response."""
         if not self.send(build(method, path, headers, body, host)):
             raise PeerClosed("the server closed the connection before the request went out")

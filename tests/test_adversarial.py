@@ -21,12 +21,19 @@ import requests
 from conftest import SERVER_ARGS, ServerProcess
 from rawhttp import Connection, PeerClosed, build
 
-CHAT, MSGS, COUNT, RESP = "/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses"
+CHAT, MSGS, COUNT, RESP = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+)
 HELLO = [{"role": "user", "content": "hello"}]
-BASE = {CHAT: {"model": "mlx-local", "messages": HELLO, "max_tokens": 4},
-        MSGS: {"model": "mlx-local", "messages": HELLO, "max_tokens": 4},
-        COUNT: {"model": "mlx-local", "messages": HELLO},
-        RESP: {"model": "mlx-local", "input": "hello", "max_output_tokens": 4}}
+BASE = {
+    CHAT: {"model": "mlx-local", "messages": HELLO, "max_tokens": 4},
+    MSGS: {"model": "mlx-local", "messages": HELLO, "max_tokens": 4},
+    COUNT: {"model": "mlx-local", "messages": HELLO},
+    RESP: {"model": "mlx-local", "input": "hello", "max_output_tokens": 4},
+}
 JSON = {"Content-Type": "application/json"}
 KEY = "adversarial-key"
 KEYED = {"x-api-key": KEY}
@@ -40,6 +47,7 @@ def busy(words: int) -> str:
 
 
 # --- helpers ---------------------------------------------------------------
+
 
 def _parts(reply) -> tuple[int, dict]:
     """(status, JSON body) of a requests or rawhttp response."""
@@ -113,7 +121,9 @@ def healthy_after(srv, headers: dict | None = None):
 
 
 def served(srv, headers: dict | None = None) -> int:
-    return requests.get(srv.root_url + "/status", headers=headers, timeout=10).json()["requests_served"]
+    return requests.get(srv.root_url + "/status", headers=headers, timeout=10).json()[
+        "requests_served"
+    ]
 
 
 def host(srv) -> str:
@@ -132,7 +142,9 @@ def server(demo_model, tmp_path_factory):
     """This module's own server with the shared server's settings (it
     overrides conftest's `server`): a case that poisons the engine fails
     here, not in every test module that runs after this one."""
-    srv = ServerProcess(tmp_path_factory.mktemp("hostile"), ["--model", str(demo_model), *SERVER_ARGS])
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("hostile"), ["--model", str(demo_model), *SERVER_ARGS]
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -143,11 +155,27 @@ def guarded(demo_model, tmp_path_factory):
     """A server with an API key, an extra allowed host and origin (from the
     environment; the flag is checked by --print-config below), one waiting
     request at most, a 2 s request deadline and 0.3 s stream keep-alives."""
-    env = {"MLX_NATIVE_SERVER_API_KEY": KEY, "MLX_NATIVE_SERVER_ALLOWED_HOSTS": "proxy.internal",
-           "MLX_NATIVE_SERVER_ALLOWED_ORIGINS": "https://app.example"}
-    srv = ServerProcess(tmp_path_factory.mktemp("guarded"), [
-        "--model", str(demo_model), "--max-pending", "1", "--request-timeout", "2",
-        "--max-tokens", "16384", "--keepalive-interval", "0.3"], env)
+    env = {
+        "MLX_NATIVE_SERVER_API_KEY": KEY,
+        "MLX_NATIVE_SERVER_ALLOWED_HOSTS": "proxy.internal",
+        "MLX_NATIVE_SERVER_ALLOWED_ORIGINS": "https://app.example",
+    }
+    srv = ServerProcess(
+        tmp_path_factory.mktemp("guarded"),
+        [
+            "--model",
+            str(demo_model),
+            "--max-pending",
+            "1",
+            "--request-timeout",
+            "2",
+            "--max-tokens",
+            "16384",
+            "--keepalive-interval",
+            "0.3",
+        ],
+        env,
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -166,7 +194,13 @@ BAD_BODIES = [  # id, path, body, field the error must name, or may name (JSON-l
     ("integer_5000_digits", CHAT, with_field(CHAT, "max_tokens", "9" * 5000), "max_tokens", True),
     ("nan_literal", CHAT, with_field(CHAT, "temperature", "NaN"), "temperature", True),
     ("infinity_literal", CHAT, with_field(CHAT, "temperature", "Infinity"), "temperature", True),
-    ("negative_infinity_literal", RESP, with_field(RESP, "temperature", "-Infinity"), "temperature", True),
+    (
+        "negative_infinity_literal",
+        RESP,
+        with_field(RESP, "temperature", "-Infinity"),
+        "temperature",
+        True,
+    ),
     ("max_tokens_infinity", CHAT, with_field(CHAT, "max_tokens", "Infinity"), "max_tokens", True),
     ("max_tokens_nan", CHAT, with_field(CHAT, "max_tokens", "NaN"), "max_tokens", True),
     ("max_tokens_1e309", CHAT, with_field(CHAT, "max_tokens", "1e309"), "max_tokens", True),
@@ -174,34 +208,95 @@ BAD_BODIES = [  # id, path, body, field the error must name, or may name (JSON-l
     ("max_tokens_negative", CHAT, with_field(CHAT, "max_tokens", "-1"), "max_tokens", False),
     ("max_tokens_string", CHAT, with_field(CHAT, "max_tokens", '"5"'), "max_tokens", False),
     ("anthropic_max_tokens_0", MSGS, with_field(MSGS, "max_tokens", "0"), "max_tokens", False),
-    ("anthropic_max_tokens_infinity", MSGS, with_field(MSGS, "max_tokens", "Infinity"), None, False),
-    ("responses_max_output_tokens_negative", RESP, with_field(RESP, "max_output_tokens", "-1"),
-     "max_output_tokens", False),
+    (
+        "anthropic_max_tokens_infinity",
+        MSGS,
+        with_field(MSGS, "max_tokens", "Infinity"),
+        None,
+        False,
+    ),
+    (
+        "responses_max_output_tokens_negative",
+        RESP,
+        with_field(RESP, "max_output_tokens", "-1"),
+        "max_output_tokens",
+        False,
+    ),
     ("model_array", CHAT, with_field(CHAT, "model", "[]"), "model", False),
     ("anthropic_model_array", MSGS, with_field(MSGS, "model", "[]"), "model", False),
     ("seed_2_pow_64", CHAT, with_field(CHAT, "seed", str(2**64)), "seed", False),
     ("min_p_nan", CHAT, with_field(CHAT, "min_p", "NaN"), "min_p", True),
     ("top_p_0", CHAT, with_field(CHAT, "top_p", "0"), "top_p", False),
     ("top_k_above_int32", CHAT, with_field(CHAT, "top_k", str(2**31)), "top_k", False),
-    ("lone_surrogate_in_content", CHAT,
-     with_field(CHAT, "messages", json.dumps([{"role": "user", "content": "\ud800"}])), "messages", False),
-    ("lone_surrogate_in_model", CHAT, with_field(CHAT, "model", json.dumps("\ud800")), "model", False),
-    ("lone_surrogate_in_model_no_messages", CHAT, b'{"model": "\\ud800", "messages": []}', None, False),
-    ("anthropic_lone_surrogate_in_content", MSGS,
-     with_field(MSGS, "messages", json.dumps([{"role": "user", "content": "\udfff"}])), "messages", False),
-    ("responses_lone_surrogate_in_input", RESP, with_field(RESP, "input", json.dumps("\ud800")),
-     "input", False),
+    (
+        "lone_surrogate_in_content",
+        CHAT,
+        with_field(CHAT, "messages", json.dumps([{"role": "user", "content": "\ud800"}])),
+        "messages",
+        False,
+    ),
+    (
+        "lone_surrogate_in_model",
+        CHAT,
+        with_field(CHAT, "model", json.dumps("\ud800")),
+        "model",
+        False,
+    ),
+    (
+        "lone_surrogate_in_model_no_messages",
+        CHAT,
+        b'{"model": "\\ud800", "messages": []}',
+        None,
+        False,
+    ),
+    (
+        "anthropic_lone_surrogate_in_content",
+        MSGS,
+        with_field(MSGS, "messages", json.dumps([{"role": "user", "content": "\udfff"}])),
+        "messages",
+        False,
+    ),
+    (
+        "responses_lone_surrogate_in_input",
+        RESP,
+        with_field(RESP, "input", json.dumps("\ud800")),
+        "input",
+        False,
+    ),
     # The chat template raises on these; found by benchmarks/fuzz_server.py.
-    ("tool_result_without_a_tool_call", CHAT, with_field(CHAT, "messages", json.dumps(
-        [*HELLO, {"role": "tool", "tool_call_id": "call_1", "content": "file text"}])), "messages", True),
-    ("responses_output_without_a_call", RESP, with_field(RESP, "input", json.dumps(
-        [{"type": "function_call_output", "call_id": "call_1", "output": "x"}])), "input", True),
+    (
+        "tool_result_without_a_tool_call",
+        CHAT,
+        with_field(
+            CHAT,
+            "messages",
+            json.dumps(
+                [*HELLO, {"role": "tool", "tool_call_id": "call_1", "content": "file text"}]
+            ),
+        ),
+        "messages",
+        True,
+    ),
+    (
+        "responses_output_without_a_call",
+        RESP,
+        with_field(
+            RESP,
+            "input",
+            json.dumps([{"type": "function_call_output", "call_id": "call_1", "output": "x"}]),
+        ),
+        "input",
+        True,
+    ),
 ]
 
 
-@pytest.mark.parametrize("path, data, field, may", [c[1:] for c in BAD_BODIES],
-                         ids=[c[0] for c in BAD_BODIES])
-def test_bad_body_is_a_400_naming_the_field_and_does_not_poison_the_engine(server, path, data, field, may):
+@pytest.mark.parametrize(
+    "path, data, field, may", [c[1:] for c in BAD_BODIES], ids=[c[0] for c in BAD_BODIES]
+)
+def test_bad_body_is_a_400_naming_the_field_and_does_not_poison_the_engine(
+    server, path, data, field, may
+):
     with healthy_after(server):
         r = requests.post(server.root_url + path, data=data, headers=JSON, timeout=60)
         if path.startswith("/v1/messages"):
@@ -226,6 +321,7 @@ def test_seed_minus_1_means_random_and_is_accepted(server):
 
 # --- 2. HTTP -------------------------------------------------------------------
 
+
 def test_head_health_is_200_without_a_body(server):
     with Connection(server.port) as conn:
         reply = conn.request("HEAD", "/health", host=host(server))
@@ -242,15 +338,22 @@ def test_wrong_method_is_a_405_json_error_with_allow(server, method, path):
     assert "POST" in (r.headers.get("Allow") or ""), r.headers
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/v1/nope"),
-                                          ("POST", "/v1/messages/nope")])
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/nope"), ("POST", "/v1/nope"), ("POST", "/v1/messages/nope")]
+)
 def test_unknown_path_is_a_404_json_error(server, method, path):
     r = requests.request(method, server.root_url + path, json={}, timeout=10)
     api_error(path, r, 404)
 
 
-def probe_desync(srv, method: str, path: str, status: int, headers: dict | None = None,
-                 follow: dict | None = None) -> None:
+def probe_desync(
+    srv,
+    method: str,
+    path: str,
+    status: int,
+    headers: dict | None = None,
+    follow: dict | None = None,
+) -> None:
     """A request whose body is itself a request: exactly one answer; then the
     connection is closed, or the next real request gets its own answer."""
     with Connection(srv.port) as conn:
@@ -315,8 +418,9 @@ def test_an_8kib_url_is_refused_with_json(server):
 @pytest.mark.parametrize("path", [CHAT, MSGS])
 def test_oversized_body_is_a_413_in_the_apis_shape(server, path):
     with Connection(server.port) as conn:
-        reply = conn.request("POST", path, {**JSON, "Content-Length": "999999999999"},
-                             host=host(server))
+        reply = conn.request(
+            "POST", path, {**JSON, "Content-Length": "999999999999"}, host=host(server)
+        )
     api_error(path, reply, 413)
     assert_healthy(server)
 
@@ -336,54 +440,88 @@ def test_missing_api_key_is_a_401_in_the_apis_shape(guarded, path):
 
 # --- 3. content type -----------------------------------------------------------
 
+
 def test_text_plain_post_starts_no_generation(server):
     before = served(server)
     for path in (CHAT, MSGS, COUNT, RESP):  # a browser's cross-site "simple" request
         data = json.dumps(BASE[path]).encode()
-        api_error(path, requests.post(server.root_url + path, data=data, timeout=30,
-                                      headers={"Content-Type": "text/plain"}), 415)
+        api_error(
+            path,
+            requests.post(
+                server.root_url + path,
+                data=data,
+                timeout=30,
+                headers={"Content-Type": "text/plain"},
+            ),
+            415,
+        )
         api_error(path, requests.post(server.root_url + path, data=data, timeout=30), 415)
     assert served(server) == before
     assert_healthy(server)
 
 
 def test_json_with_charset_is_accepted(server):
-    r = requests.post(server.root_url + CHAT, data=json.dumps(BASE[CHAT]).encode(), timeout=60,
-                      headers={"Content-Type": "application/json; charset=utf-8"})
+    r = requests.post(
+        server.root_url + CHAT,
+        data=json.dumps(BASE[CHAT]).encode(),
+        timeout=60,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert r.status_code == 200, r.text
 
 
 # --- 4. Host and Origin (DNS rebinding, cross-site pages) ----------------------
 
-@pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("POST", CHAT), ("GET", "/status"),
-                                          ("POST", MSGS)])
+
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/v1/models"), ("POST", CHAT), ("GET", "/status"), ("POST", MSGS)]
+)
 def test_dns_rebinding_host_is_refused(guarded, method, path):
     before = served(guarded, KEYED)
-    r = requests.request(method, guarded.root_url + path, json=BASE.get(path), timeout=30,
-                         headers={**KEYED, "Host": "evil.example"})
+    r = requests.request(
+        method,
+        guarded.root_url + path,
+        json=BASE.get(path),
+        timeout=30,
+        headers={**KEYED, "Host": "evil.example"},
+    )
     api_error(path, r, 403)
     assert served(guarded, KEYED) == before
 
 
-@pytest.mark.parametrize("name", ["localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}", "proxy.internal"])
+@pytest.mark.parametrize(
+    "name", ["localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}", "proxy.internal"]
+)
 def test_loopback_and_allowed_hosts_are_served(guarded, name):
     headers = {**KEYED, "Host": name.format(port=guarded.port)}
-    assert requests.get(guarded.root_url + "/v1/models", headers=headers, timeout=10).status_code == 200
+    assert (
+        requests.get(guarded.root_url + "/v1/models", headers=headers, timeout=10).status_code
+        == 200
+    )
     assert chat(guarded, BASE[CHAT], headers).status_code == 200
 
 
 def test_allowed_hosts_has_a_flag(script, tmp_path):
-    r = script("start-server.sh", "--print-config", "--allowed-hosts", "proxy.internal", home=tmp_path)
+    r = script(
+        "start-server.sh", "--print-config", "--allowed-hosts", "proxy.internal", home=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.startswith("allowed_hosts"))
     assert "'proxy.internal'" in line and line.endswith("# set by --allowed-hosts")
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("POST", CHAT), ("POST", MSGS),
-                                          ("GET", "/health"), ("GET", "/status")])
+@pytest.mark.parametrize(
+    "method, path",
+    [("GET", "/v1/models"), ("POST", CHAT), ("POST", MSGS), ("GET", "/health"), ("GET", "/status")],
+)
 def test_cross_site_origin_is_refused(guarded, method, path):
-    r = requests.request(method, guarded.root_url + path, json=BASE.get(path), timeout=30,
-                         headers={**KEYED, "Origin": "https://evil.example"})
+    r = requests.request(
+        method,
+        guarded.root_url + path,
+        json=BASE.get(path),
+        timeout=30,
+        headers={**KEYED, "Origin": "https://evil.example"},
+    )
     api_error(path, r, 403)
 
 
@@ -395,12 +533,20 @@ def test_allowed_and_loopback_origins_are_served(guarded, origin):
         assert r.headers.get("Access-Control-Allow-Origin") == origin
 
 
-@pytest.mark.parametrize("origin, status", [("https://evil.example", 403), ("https://app.example", 204)])
+@pytest.mark.parametrize(
+    "origin, status", [("https://evil.example", 403), ("https://app.example", 204)]
+)
 def test_cors_preflight(guarded, origin, status):
     # A browser sends no credentials on a preflight: no API key here.
-    r = requests.options(guarded.root_url + CHAT, timeout=10, headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type, x-api-key"})
+    r = requests.options(
+        guarded.root_url + CHAT,
+        timeout=10,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-api-key",
+        },
+    )
     assert r.status_code == status, r.text
     if status == 204:
         assert r.headers.get("Access-Control-Allow-Origin") == origin
@@ -410,12 +556,20 @@ def test_cors_preflight(guarded, origin, status):
 
 # --- 5. admission --------------------------------------------------------------
 
+
 def _open_stream(srv, path: str, body: dict) -> tuple[Connection, object]:
     """Start a streamed request and read until it is generating (a few
     delta events: every API names them so)."""
     conn = Connection(srv.port, timeout=60)
-    conn.send(build("POST", path, {**JSON, **KEYED}, json.dumps({**body, "stream": True}).encode(),
-                    host=host(srv)))
+    conn.send(
+        build(
+            "POST",
+            path,
+            {**JSON, **KEYED},
+            json.dumps({**body, "stream": True}).encode(),
+            host=host(srv),
+        )
+    )
     reply = conn.read_head()
     assert reply.status == 200, conn.read_body(reply).body[:300]
     while reply.body.count(b"delta") < 5:
@@ -428,8 +582,11 @@ def test_max_pending_refuses_with_retry_after(guarded):
     long = {"messages": HELLO, "max_tokens": 15000, "x_mns_script": busy(7000)}
     running, _ = _open_stream(guarded, CHAT, long)
     with running, Connection(guarded.port, timeout=120) as pending:
-        pending.send(build("POST", CHAT, {**JSON, **KEYED}, json.dumps(BASE[CHAT]).encode(),
-                           host=host(guarded)))
+        pending.send(
+            build(
+                "POST", CHAT, {**JSON, **KEYED}, json.dumps(BASE[CHAT]).encode(), host=host(guarded)
+            )
+        )
         time.sleep(1.0)  # the second request is now the one waiting
         refused = chat(guarded, BASE[CHAT], KEYED)
         assert openai_error(refused, 429)["type"] == "rate_limit_error"
@@ -448,12 +605,19 @@ def test_streamed_prompt_over_the_context_is_a_400_even_when_slow_to_read(guarde
     # Found by benchmarks/fuzz_server.py: a prompt that takes longer than a
     # keep-alive interval to tokenize had its stream opened first, so the
     # overflow came as an error event after a 200; clients compact only on the 400.
-    body = {**BASE[path], "stream": True, "messages": [{"role": "user", "content": "\U0001f642" * 200_000}]}
+    body = {
+        **BASE[path],
+        "stream": True,
+        "messages": [{"role": "user", "content": "\U0001f642" * 200_000}],
+    }
     error = api_error(path, chat(guarded, body, KEYED, path=path), 400)
-    assert error.get("code") == "context_length_exceeded" or "prompt is too long" in error["message"], error
+    assert (
+        error.get("code") == "context_length_exceeded" or "prompt is too long" in error["message"]
+    ), error
 
 
 # --- 6. deadlines (request_timeout 2) -------------------------------------------
+
 
 def test_header_drip_is_cut_at_request_timeout(guarded):
     data = build("GET", "/v1/models", KEYED, host=host(guarded))
@@ -470,8 +634,15 @@ def test_header_drip_is_cut_at_request_timeout(guarded):
 @pytest.mark.parametrize("path", [CHAT, MSGS])
 def test_body_that_stops_short_is_408_or_closed(guarded, path):
     with Connection(guarded.port) as conn:
-        conn.send(build("POST", path, {**JSON, **KEYED, "Content-Length": "100"}, b'{"model": ',
-                        host=host(guarded)))
+        conn.send(
+            build(
+                "POST",
+                path,
+                {**JSON, **KEYED, "Content-Length": "100"},
+                b'{"model": ',
+                host=host(guarded),
+            )
+        )
         assert conn.closed_by(time.monotonic() + 5.0), "still open after 5 s"
         if conn.buffer:  # what it said before closing
             api_error(path, conn.read_response(), 408)
@@ -496,10 +667,13 @@ def test_150_slow_sockets_do_not_stop_a_normal_request(guarded):
 
 # --- 7. a contained engine -------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", [CHAT, MSGS, RESP])
 def test_engine_failure_is_a_500_in_the_apis_shape(server, path):
     with healthy_after(server):
-        api_error(path, chat(server, {**BASE[path], "x_mns_script": "partial<<fail>>"}, path=path), 500)
+        api_error(
+            path, chat(server, {**BASE[path], "x_mns_script": "partial<<fail>>"}, path=path), 500
+        )
 
 
 def terminal_event(path: str, events: list[tuple[str | None, str]]) -> None:
@@ -514,7 +688,9 @@ def terminal_event(path: str, events: list[tuple[str | None, str]]) -> None:
         assert json.loads(data)["type"] == "error", data
     else:
         name, data = events[-1]
-        assert name == "response.failed" and json.loads(data)["type"] == "response.failed", events[-3:]
+        assert name == "response.failed" and json.loads(data)["type"] == "response.failed", events[
+            -3:
+        ]
         assert json.loads(data)["response"]["status"] == "failed", data
 
 
@@ -529,7 +705,9 @@ def test_engine_failure_mid_stream_ends_with_the_terminal_error_event(server, pa
 
 def test_a_dead_generation_thread_makes_health_503_and_exits_non_zero(start_server):
     with start_server(args=["--watchdog-interval", "0.5"]) as srv:
-        r = requests.post(srv.root_url + "/_test/break-engine", json={"hang_seconds": 0}, timeout=10)
+        r = requests.post(
+            srv.root_url + "/_test/break-engine", json={"hang_seconds": 0}, timeout=10
+        )
         assert r.status_code == 200
         broken, seen = time.monotonic(), []
         while srv.proc.poll() is None and time.monotonic() - broken < 10:
@@ -539,10 +717,11 @@ def test_a_dead_generation_thread_makes_health_503_and_exits_non_zero(start_serv
                 time.sleep(0.01)  # it is stopping
         code = srv.wait(10)
     assert code not in (0, None) and time.monotonic() - broken < 5, (code, seen)
-    assert 503 in seen and set(seen[seen.index(503):]) == {503}, seen
+    assert 503 in seen and set(seen[seen.index(503) :]) == {503}, seen
 
 
 # --- 8. shutdown -----------------------------------------------------------------
+
 
 def test_sigterm_mid_stream_sends_terminal_event_and_exits_0(start_server):
     # Full-precision KV: the engine runs all three streams at once.
@@ -561,7 +740,9 @@ def test_sigterm_mid_stream_sends_terminal_event_and_exits_0(start_server):
                 try:
                     conn.read_body(reply)
                 except TimeoutError:
-                    pytest.fail(f"{path}: the stream went on 4 s after SIGTERM: {reply.body[-200:]!r}")
+                    pytest.fail(
+                        f"{path}: the stream went on 4 s after SIGTERM: {reply.body[-200:]!r}"
+                    )
             assert reply.complete, f"{path}: no clean chunked end"
             terminal_event(path, reply.events())
         assert srv.wait(10) == 0
@@ -570,13 +751,16 @@ def test_sigterm_mid_stream_sends_terminal_event_and_exits_0(start_server):
 
 # --- 9. the schema and the read-only endpoints ------------------------------------
 
+
 def test_openapi_schema_lists_the_post_endpoints(server):
     r = requests.get(server.root_url + "/openapi.json", timeout=10)
     assert r.status_code == 200
     assert {CHAT, MSGS, COUNT, RESP} <= set(r.json()["paths"])
 
 
-@pytest.mark.parametrize("path", ["/health", "/status", "/metrics", "/openapi.json", "/v1/models",
-                                  "/v1/models/mlx-local"])
+@pytest.mark.parametrize(
+    "path",
+    ["/health", "/status", "/metrics", "/openapi.json", "/v1/models", "/v1/models/mlx-local"],
+)
 def test_every_read_only_endpoint_answers(server, path):
     assert requests.get(server.root_url + path, timeout=10).status_code == 200

@@ -13,12 +13,21 @@ import pytest
 import requests
 
 MODEL = "claude-sonnet-4-6"  # Claude Code asks for its own model names
-SCRIPT = ('Let me look.</think>\n\nSure.<minimax:tool_call>\n<invoke name="read">\n'
-          '<parameter name="path">a.txt</parameter>\n</invoke>\n</minimax:tool_call>')
-READ = {"name": "read", "description": "Read a file.",
-        "input_schema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                         "properties": {"path": {"type": "string"}}, "required": ["path"],
-                         "additionalProperties": False}}
+SCRIPT = (
+    'Let me look.</think>\n\nSure.<minimax:tool_call>\n<invoke name="read">\n'
+    '<parameter name="path">a.txt</parameter>\n</invoke>\n</minimax:tool_call>'
+)
+READ = {
+    "name": "read",
+    "description": "Read a file.",
+    "input_schema": {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"path": {"type": "string"}},
+        "required": ["path"],
+        "additionalProperties": False,
+    },
+}
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -30,7 +39,9 @@ def client(server):
 def raw_events(url: str, body: dict, headers: dict | None = None) -> list[tuple[str, dict]]:
     """(event, data) pairs of a streamed reply, pings and comments included."""
     events, event = [], None
-    with requests.post(url, json={**body, "stream": True}, headers=headers, stream=True, timeout=60) as r:
+    with requests.post(
+        url, json={**body, "stream": True}, headers=headers, stream=True, timeout=60
+    ) as r:
         assert r.status_code == 200, r.text
         for line in r.iter_lines(decode_unicode=True):
             if line.startswith(":"):
@@ -52,8 +63,9 @@ def test_create_returns_thinking_and_text(client):
 
 
 def test_create_with_tools(client):
-    msg = client.messages.create(model=MODEL, max_tokens=100, messages=HI, tools=[READ],
-                                 extra_body={"x_mns_script": SCRIPT})
+    msg = client.messages.create(
+        model=MODEL, max_tokens=100, messages=HI, tools=[READ], extra_body={"x_mns_script": SCRIPT}
+    )
     assert [b.type for b in msg.content] == ["thinking", "text", "tool_use"]
     assert msg.content[2].name == "read" and msg.content[2].input == {"path": "a.txt"}
     assert msg.content[2].id.startswith("toolu_")
@@ -69,26 +81,40 @@ def test_stream_without_tools(client):
 
 
 def test_stream_with_tools_and_event_order(client, server):
-    with client.messages.stream(model=MODEL, max_tokens=100, messages=HI, tools=[READ],
-                                extra_body={"x_mns_script": SCRIPT}) as stream:
+    with client.messages.stream(
+        model=MODEL, max_tokens=100, messages=HI, tools=[READ], extra_body={"x_mns_script": SCRIPT}
+    ) as stream:
         final = stream.get_final_message()
     assert final.content[0].thinking == "Let me look."
     assert final.content[2].input == {"path": "a.txt"} and final.stop_reason == "tool_use"
 
-    events = raw_events(server.root_url + "/v1/messages?beta=true",
-                        {"model": MODEL, "max_tokens": 100, "messages": HI, "tools": [READ],
-                         "x_mns_script": SCRIPT})
+    events = raw_events(
+        server.root_url + "/v1/messages?beta=true",
+        {
+            "model": MODEL,
+            "max_tokens": 100,
+            "messages": HI,
+            "tools": [READ],
+            "x_mns_script": SCRIPT,
+        },
+    )
     names = [e for e, _ in events if e != "comment"]
     assert names[:2] == ["message_start", "ping"]
     assert names[-2:] == ["message_delta", "message_stop"]
     deltas = [d["delta"]["type"] for e, d in events if e == "content_block_delta"]
-    assert deltas.index("signature_delta") < deltas.index("text_delta") < deltas.index("input_json_delta")
+    assert (
+        deltas.index("signature_delta")
+        < deltas.index("text_delta")
+        < deltas.index("input_json_delta")
+    )
     start = events[[e for e, _ in events].index("message_start")][1]["message"]["usage"]
     end = events[[e for e, _ in events].index("message_delta")][1]["usage"]
     assert start["input_tokens"] + start["cache_read_input_tokens"] > 10
     # message_start waited for the cache lookup: its numbers are the final ones
-    assert (start["input_tokens"], start["cache_read_input_tokens"]) == (end["input_tokens"],
-                                                                        end["cache_read_input_tokens"])
+    assert (start["input_tokens"], start["cache_read_input_tokens"]) == (
+        end["input_tokens"],
+        end["cache_read_input_tokens"],
+    )
 
 
 def test_count_tokens_matches_the_prompt(client):
@@ -99,17 +125,35 @@ def test_count_tokens_matches_the_prompt(client):
 
 
 def test_tool_result_round_trip_with_thinking_echoed_back(client):
-    first = client.messages.create(model=MODEL, max_tokens=100, tools=[READ], extra_body={"x_mns_script": SCRIPT},
-                                   messages=[{"role": "user", "content": "read a.txt"}])
+    first = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        tools=[READ],
+        extra_body={"x_mns_script": SCRIPT},
+        messages=[{"role": "user", "content": "read a.txt"}],
+    )
     call = first.content[-1]
     history = [
         {"role": "user", "content": "read a.txt"},
         {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
-                                      "content": [{"type": "text", "text": "hello"}]}]},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.id,
+                    "content": [{"type": "text", "text": "hello"}],
+                }
+            ],
+        },
     ]
-    second = client.messages.create(model=MODEL, max_tokens=100, tools=[READ], messages=history,
-                                    extra_body={"x_mns_script": "Got it.</think>\n\nIt says hello."})
+    second = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        tools=[READ],
+        messages=history,
+        extra_body={"x_mns_script": "Got it.</think>\n\nIt says hello."},
+    )
     assert [b.type for b in second.content] == ["thinking", "text"]
     assert second.content[1].text == "It says hello."
     # the first turn's prompt and answer are still in the prefix cache
@@ -118,12 +162,16 @@ def test_tool_result_round_trip_with_thinking_echoed_back(client):
 
 def test_billing_line_does_not_defeat_the_prefix_cache(client):
     """Issue 5: Claude Code's per-request billing header must not change the prompt."""
-    system = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.12.a1b; cch=%s;"},
-              {"type": "text", "text": "You are a careful coding agent. " * 20}]
+    system = [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.12.a1b; cch=%s;"},
+        {"type": "text", "text": "You are a careful coding agent. " * 20},
+    ]
     counts, reads = [], []
     for cch in ("11111", "22222"):
         sys_blocks = [dict(system[0], text=system[0]["text"] % cch), system[1]]
-        counts.append(client.messages.count_tokens(model=MODEL, system=sys_blocks, messages=HI).input_tokens)
+        counts.append(
+            client.messages.count_tokens(model=MODEL, system=sys_blocks, messages=HI).input_tokens
+        )
         msg = client.messages.create(model=MODEL, max_tokens=20, system=sys_blocks, messages=HI)
         reads.append(msg.usage)
     assert counts[0] == counts[1]
@@ -132,35 +180,74 @@ def test_billing_line_does_not_defeat_the_prefix_cache(client):
 
 def test_context_overflow_in_anthropic_shape(client):
     with pytest.raises(anthropic.BadRequestError) as e:
-        client.messages.create(model=MODEL, max_tokens=10,
-                               messages=[{"role": "user", "content": "word " * 5000}])
+        client.messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "word " * 5000}]
+        )
     body = e.value.body
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("prompt is too long: ")
     assert body["error"]["message"].endswith(" tokens > 4096 maximum")
 
 
-@pytest.mark.parametrize("body, status, kind, needle", [
-    ({"model": MODEL, "messages": HI}, 400, "invalid_request_error", "max_tokens"),
-    ({"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]},
-     400, "invalid_request_error", "text only"),
-    ({"model": "gpt-4o", "max_tokens": 5, "messages": HI}, 404, "not_found_error", "gpt-4o"),
-])
+@pytest.mark.parametrize(
+    "body, status, kind, needle",
+    [
+        ({"model": MODEL, "messages": HI}, 400, "invalid_request_error", "max_tokens"),
+        (
+            {
+                "model": MODEL,
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "image/png",
+                                    "data": "AA==",
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+            "text only",
+        ),
+        ({"model": "gpt-4o", "max_tokens": 5, "messages": HI}, 404, "not_found_error", "gpt-4o"),
+    ],
+)
 def test_bad_input_in_anthropic_shape(server, body, status, kind, needle):
-    r = requests.post(server.root_url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
+    r = requests.post(
+        server.root_url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}
+    )
     assert r.status_code == status
     err = r.json()
-    assert err["type"] == "error" and err["error"]["type"] == kind and needle in err["error"]["message"]
+    assert (
+        err["type"] == "error"
+        and err["error"]["type"] == kind
+        and needle in err["error"]["message"]
+    )
 
 
 def test_disconnect_stops_the_generation(server):
-    body = {"model": MODEL, "max_tokens": 3000, "stream": True, "messages": HI,
-            "x_mns_script": "thinking " * 2500}
+    body = {
+        "model": MODEL,
+        "max_tokens": 3000,
+        "stream": True,
+        "messages": HI,
+        "x_mns_script": "thinking " * 2500,
+    }
     with requests.post(server.root_url + "/v1/messages", json=body, stream=True, timeout=30) as r:
         next(r.iter_lines())
     deadline = time.monotonic() + 10
-    while requests.get(server.root_url + "/status").json()["requests_in_flight"] and time.monotonic() < deadline:
+    while (
+        requests.get(server.root_url + "/status").json()["requests_in_flight"]
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert requests.get(server.root_url + "/status").json()["requests_in_flight"] == 0
     done = re.findall(r"done: .*completion=(\d+)", server.app_log())
@@ -169,31 +256,61 @@ def test_disconnect_stops_the_generation(server):
 
 def test_key_pings_and_overload(start_server):
     """A server with an API key, one waiting slot, and a 0.2 s heartbeat."""
-    with start_server(args=["--api-key", "sekret", "--max-pending", "1", "--keepalive-interval", "0.2"]) as srv:
+    with start_server(
+        args=["--api-key", "sekret", "--max-pending", "1", "--keepalive-interval", "0.2"]
+    ) as srv:
         url = srv.root_url + "/v1/messages"
         for headers in ({"x-api-key": "sekret"}, {"Authorization": "Bearer sekret"}):
-            r = requests.post(url, json={"model": MODEL, "max_tokens": 5, "messages": HI},
-                              headers={**headers, "anthropic-beta": "no-such-beta-2099"})
+            r = requests.post(
+                url,
+                json={"model": MODEL, "max_tokens": 5, "messages": HI},
+                headers={**headers, "anthropic-beta": "no-such-beta-2099"},
+            )
             assert r.status_code == 200, r.text
-        r = requests.post(url, json={"model": MODEL, "max_tokens": 5, "messages": HI}, headers={"x-api-key": "bad"})
+        r = requests.post(
+            url,
+            json={"model": MODEL, "max_tokens": 5, "messages": HI},
+            headers={"x-api-key": "bad"},
+        )
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
         # A long tool call sends no deltas for about a second: pings keep the stream alive.
-        long_call = ('Ok.</think>\n\nWriting.<minimax:tool_call>\n<invoke name="read">\n<parameter name="path">'
-                     + "lorem ipsum dolor " * 150 + "</parameter>\n</invoke>\n</minimax:tool_call>")
-        body = {"model": MODEL, "max_tokens": 3500, "messages": HI, "tools": [READ], "x_mns_script": long_call}
+        long_call = (
+            'Ok.</think>\n\nWriting.<minimax:tool_call>\n<invoke name="read">\n<parameter name="path">'
+            + "lorem ipsum dolor " * 150
+            + "</parameter>\n</invoke>\n</minimax:tool_call>"
+        )
+        body = {
+            "model": MODEL,
+            "max_tokens": 3500,
+            "messages": HI,
+            "tools": [READ],
+            "x_mns_script": long_call,
+        }
         # max_pending = 1: the first request behind the long one waits, the next is refused.
         overloaded = []
-        timers = [threading.Timer(delay, lambda: overloaded.append(requests.post(
-            url, json={"model": MODEL, "max_tokens": 5, "messages": HI}, headers={"x-api-key": "sekret"})))
-            for delay in (0.3, 0.6)]
+        timers = [
+            threading.Timer(
+                delay,
+                lambda: overloaded.append(
+                    requests.post(
+                        url,
+                        json={"model": MODEL, "max_tokens": 5, "messages": HI},
+                        headers={"x-api-key": "sekret"},
+                    )
+                ),
+            )
+            for delay in (0.3, 0.6)
+        ]
         for timer in timers:
             timer.start()
         events = raw_events(url, body, headers={"x-api-key": "sekret"})
         for timer in timers:
             timer.join()
-        kinds = [(e, d.get("delta", {}).get("type") or d.get("content_block", {}).get("type"))
-                 for e, d in events]
+        kinds = [
+            (e, d.get("delta", {}).get("type") or d.get("content_block", {}).get("type"))
+            for e, d in events
+        ]
         tool_start = kinds.index(("content_block_start", "tool_use"))
         last_text = max(i for i, k in enumerate(kinds[:tool_start]) if k[1] == "text_delta")
         assert [k for k, _ in kinds[last_text:tool_start]].count("ping") >= 2, kinds
@@ -203,8 +320,13 @@ def test_key_pings_and_overload(start_server):
 
 
 def test_stop_sequence_and_max_tokens(client):
-    msg = client.messages.create(model=MODEL, max_tokens=100, messages=HI, stop_sequences=["STOP"],
-                                 extra_body={"x_mns_script": "Hm.</think>\n\nOne two STOP three four"})
+    msg = client.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        messages=HI,
+        stop_sequences=["STOP"],
+        extra_body={"x_mns_script": "Hm.</think>\n\nOne two STOP three four"},
+    )
     assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "STOP"
     assert "three" not in msg.content[-1].text
     msg = client.messages.create(model=MODEL, max_tokens=3, messages=HI)

@@ -21,8 +21,18 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "bench-local.py"
-SAMPLE_FIELDS = {"ttft_s", "total_s", "prompt_tokens", "completion_tokens", "cached_tokens",
-                 "reasoning_tokens", "prefill_tps", "decode_tps", "cache_share", "rss_mb"}
+SAMPLE_FIELDS = {
+    "ttft_s",
+    "total_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "prefill_tps",
+    "decode_tps",
+    "cache_share",
+    "rss_mb",
+}
 FIRST_TOKEN_DELAY = 0.2  # the fake server's prefill time
 DECODE_PAUSE = 0.3  # the fake server's pause after the first token
 
@@ -39,8 +49,9 @@ bench = load_bench()
 
 
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:
@@ -51,9 +62,17 @@ def free_port() -> int:
 
 # ---- pure helpers -------------------------------------------------------------
 
+
 def test_sse_events_skip_keepalives_and_stop_at_done():
-    lines = [": keepalive 10/100", "", 'data: {"a": 1}', "event: x", "data:{\"b\": 2}",
-             "data: [DONE]", 'data: {"after": 3}']
+    lines = [
+        ": keepalive 10/100",
+        "",
+        'data: {"a": 1}',
+        "event: x",
+        'data:{"b": 2}',
+        "data: [DONE]",
+        'data: {"after": 3}',
+    ]
     assert list(bench.sse_events(lines)) == [{"a": 1}, {"b": 2}]
 
 
@@ -79,12 +98,31 @@ def test_measure_counts_reasoning_as_tokens_and_reads_usage():
         {"choices": [{"delta": {"role": "assistant"}}]},
         {"choices": [{"delta": {"reasoning_content": "think"}}]},
         {"choices": [{"delta": {"content": "Hi"}}]},
-        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function":
-                                                {"name": "read", "arguments": "{\"a\""}}]}}]},
+        {
+            "choices": [
+                {
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "c1",
+                                "function": {"name": "read", "arguments": '{"a"'},
+                            }
+                        ]
+                    }
+                }
+            ]
+        },
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}}]},
-        {"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 5,
-                                  "prompt_tokens_details": {"cached_tokens": 80},
-                                  "completion_tokens_details": {"reasoning_tokens": 1}}},
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 100,
+                "completion_tokens": 5,
+                "prompt_tokens_details": {"cached_tokens": 80},
+                "completion_tokens_details": {"reasoning_tokens": 1},
+            },
+        },
     ]
     sample = bench.measure(events, time.perf_counter())
     assert (sample.prompt_tokens, sample.completion_tokens) == (100, 5)
@@ -98,18 +136,28 @@ def test_follow_up_appends_a_synthetic_tool_call_when_the_model_made_none():
     sample = bench.Sample(0.1, 0.2, 10, 2, 0, None, content="random words")
     reply, result = bench.follow_up(sample, 3, random.Random(0))
     assert reply["role"] == "assistant" and reply["content"] == "random words"
-    assert result == {"role": "tool", "tool_call_id": reply["tool_calls"][0]["id"],
-                      "content": result["content"]}
+    assert result == {
+        "role": "tool",
+        "tool_call_id": reply["tool_calls"][0]["id"],
+        "content": result["content"],
+    }
 
 
 def test_agent_summary_compares_turn_one_with_the_median_of_later_turns():
-    turns = [{"ttft_s": t, "cache_share": s} for t, s in [(2.0, 0.0), (0.5, 0.9), (0.2, 0.95),
-                                                           (0.4, 0.97)]]
-    assert bench.agent_summary(turns) == {"cold_ttft_s": 2.0, "warm_ttft_s": 0.4,
-                                          "ttft_ratio": 5.0, "warm_cache_share": 0.95}
+    turns = [
+        {"ttft_s": t, "cache_share": s}
+        for t, s in [(2.0, 0.0), (0.5, 0.9), (0.2, 0.95), (0.4, 0.97)]
+    ]
+    assert bench.agent_summary(turns) == {
+        "cold_ttft_s": 2.0,
+        "warm_ttft_s": 0.4,
+        "ttft_ratio": 5.0,
+        "warm_cache_share": 0.95,
+    }
 
 
 # ---- command line against no server and against a fake one -------------------
+
 
 def test_unreachable_server_exits_non_zero_with_how_to_start_it():
     result = run_bench("--base-url", f"http://127.0.0.1:{free_port()}/v1", timeout=60)
@@ -156,8 +204,11 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.event('data: {"choices": [{"delta": {"reasoning_content": "hm"}}]}\n\n', DECODE_PAUSE)
         for _ in range(3):
             self.event('data: {"choices": [{"delta": {"content": "word "}}]}\n\n', 0.01)
-        usage = {"prompt_tokens": prompt, "completion_tokens": 4,
-                 "prompt_tokens_details": {"cached_tokens": cached}}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
         self.event(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n", 0)
 
     def event(self, text: str, then_sleep: float) -> None:
@@ -232,8 +283,9 @@ def test_model_flag_skips_a_broken_model_list(broken_models_url, prefix, tmp_pat
     /v1/models crashed; with --model the benchmark goes straight to the chat."""
     base_url = broken_models_url.removesuffix("/v1") + prefix
     out = tmp_path / "simple.json"
-    result = run_bench("--base-url", base_url, "--model", "x", "--runs", "1",
-                       "--json", str(out), timeout=60)
+    result = run_bench(
+        "--base-url", base_url, "--model", "x", "--runs", "1", "--json", str(out), timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "model x" in result.stdout and "TTFT (s)" in result.stdout
     assert json.loads(out.read_text())["runs"][0]["completion_tokens"] == 4
@@ -258,6 +310,7 @@ def test_server_error_exits_1_with_its_message(fake_url):
 
 # ---- the live server on the fixture model ---------------------------------------
 
+
 @pytest.fixture
 def live(request):
     """The real server (tests/conftest.py); skipped while conftest does not provide it."""
@@ -269,8 +322,20 @@ def live(request):
 
 def test_short_run_against_the_live_server(live, tmp_path):
     out = tmp_path / "simple.json"
-    result = run_bench("--base-url", live.base_url, "--runs", "2", "--max-tokens", "8",
-                       "--prompt-tokens", "300", "--server-pid", str(live.pid), "--json", str(out))
+    result = run_bench(
+        "--base-url",
+        live.base_url,
+        "--runs",
+        "2",
+        "--max-tokens",
+        "8",
+        "--prompt-tokens",
+        "300",
+        "--server-pid",
+        str(live.pid),
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"base_url", "model", "scenario", "settings", "runs", "summary"} <= set(report)
@@ -285,8 +350,20 @@ def test_short_run_against_the_live_server(live, tmp_path):
 
 def test_agent_scenario_reuses_the_prompt_cache_on_warm_turns(live, tmp_path):
     out = tmp_path / "agent.json"
-    result = run_bench("--base-url", live.base_url, "--scenario", "agent", "--turns", "3",
-                       "--system-tokens", "300", "--max-tokens", "8", "--json", str(out))
+    result = run_bench(
+        "--base-url",
+        live.base_url,
+        "--scenario",
+        "agent",
+        "--turns",
+        "3",
+        "--system-tokens",
+        "300",
+        "--max-tokens",
+        "8",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     turns = report["turns"]
@@ -294,16 +371,32 @@ def test_agent_scenario_reuses_the_prompt_cache_on_warm_turns(live, tmp_path):
     assert all(set(t) == SAMPLE_FIELDS | {"turn", "side"} for t in turns)
     assert turns[1]["prompt_tokens"] > turns[0]["prompt_tokens"]  # append-only growth
     assert all(t["cached_tokens"] > 0 for t in turns[1:])
-    assert set(report["summary"]) == {"cold_ttft_s", "warm_ttft_s", "ttft_ratio",
-                                      "warm_cache_share"}
+    assert set(report["summary"]) == {
+        "cold_ttft_s",
+        "warm_ttft_s",
+        "ttft_ratio",
+        "warm_cache_share",
+    }
     assert "cold/warm ratio" in result.stdout
 
 
 def test_agent_scenario_with_side_requests_records_them(live, tmp_path):
     out = tmp_path / "side.json"
-    result = run_bench("--base-url", live.base_url, "--scenario", "agent", "--turns", "3",
-                       "--system-tokens", "300", "--max-tokens", "8", "--side-requests",
-                       "--json", str(out))
+    result = run_bench(
+        "--base-url",
+        live.base_url,
+        "--scenario",
+        "agent",
+        "--turns",
+        "3",
+        "--system-tokens",
+        "300",
+        "--max-tokens",
+        "8",
+        "--side-requests",
+        "--json",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     turns = json.loads(out.read_text())["turns"]
     assert all(set(t["side"]) == SAMPLE_FIELDS for t in turns)

@@ -11,13 +11,20 @@ import requests
 SESSION = {"x-session-id": "ses_e2e"}  # OpenCode's header
 # ~2,600 tokens of system prompt: enough that the cache matters (not "short")
 SYSTEM = "You are a coding agent. Read files, then edit them carefully. " * 80
-TITLE = [{"role": "system", "content": "Write a short title."}, {"role": "user", "content": "fix it"}]
+TITLE = [
+    {"role": "system", "content": "Write a short title."},
+    {"role": "user", "content": "fix it"},
+]
 ARGS = ["--max-tokens", "8192", "--prompt-cache-size", "4"]
 
 
 def chat(srv, messages, headers=None):
-    r = requests.post(srv.base_url + "/chat/completions", timeout=120, headers=headers,
-                      json={"messages": messages, "max_tokens": 8, "temperature": 0})
+    r = requests.post(
+        srv.base_url + "/chat/completions",
+        timeout=120,
+        headers=headers,
+        json={"messages": messages, "max_tokens": 8, "temperature": 0},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     return body, body["usage"]["prompt_tokens_details"]["cached_tokens"]
@@ -40,8 +47,10 @@ def test_session_survives_side_requests_and_a_restart(start_server, tmp_path):
         first, cached = chat(srv, messages, SESSION)
         assert cached == 0
         chat(srv, TITLE, SESSION)  # OpenCode's title request, same session header
-        messages += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
-                     {"role": "user", "content": "and the test"}]
+        messages += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "and the test"},
+        ]
         _, cached = chat(srv, messages, SESSION)
         assert cached > 2000  # the side request did not evict the session
         assert "cache=memory" in done_line(srv, 3)

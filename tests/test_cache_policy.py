@@ -28,6 +28,7 @@ def entry(key, n, last_used, nbytes=None, session=None, superseded=False):
 
 # ---- pure rules ------------------------------------------------------------
 
+
 def test_common_prefix_and_usable_prefix():
     assert policy.common_prefix([1, 2, 3, 4], [1, 2, 9]) == 2
     assert policy.common_prefix([1, 2], [1, 2, 3]) == 2
@@ -85,6 +86,7 @@ def test_choose_source_prefers_disk_only_for_a_real_gain():
 
 
 # ---- the memory store --------------------------------------------------------
+
 
 def serve(store: PromptCacheStore, tokens: list[int], reply: int = 20, session=None):
     """What upstream does with one request: look up, compute the rest, insert."""

@@ -22,7 +22,12 @@ def paths_at(tmp_path: Path, toml: str = "") -> Paths:
 def test_defaults_match_the_brief(tmp_path):
     s = config.load({}, {}, paths_at(tmp_path))
     assert (s.port, s.host, s.served_model_id, s.max_tokens, s.kv_bits) == (
-        8000, "127.0.0.1", "mlx-local", 120000, 4)
+        8000,
+        "127.0.0.1",
+        "mlx-local",
+        120000,
+        4,
+    )
     assert s.model == "local-models/MiniMax-M2.1-REAP-50-MLX-4bit"
     assert s.base_url == "http://localhost:8000/v1"
     assert all(origin == "default" for origin in s.origins.values())
@@ -45,12 +50,18 @@ def test_home_moves_every_path(tmp_path):
     assert s.paths.pid_file(8000).parent == tmp_path / "run"
 
 
-@pytest.mark.parametrize("flags, words", [
-    ({"port": "eighty"}, "port = 'eighty' (set by --port) is not valid: expected a whole number"),
-    ({"port": "70000"}, "expected a port from 1 to 65535"),
-    ({"kv_bits": "7"}, "expected one of 0, 2, 3, 4, 5, 6, 8"),
-    ({"prompt_cache_bytes": "lots"}, "expected a size, such as 8GB or 512MiB"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (
+            {"port": "eighty"},
+            "port = 'eighty' (set by --port) is not valid: expected a whole number",
+        ),
+        ({"port": "70000"}, "expected a port from 1 to 65535"),
+        ({"kv_bits": "7"}, "expected one of 0, 2, 3, 4, 5, 6, 8"),
+        ({"prompt_cache_bytes": "lots"}, "expected a size, such as 8GB or 512MiB"),
+    ],
+)
 def test_bad_values_name_the_key_and_origin(tmp_path, flags, words):
     with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
         config.load(flags, {}, paths_at(tmp_path))
@@ -72,8 +83,11 @@ def test_committed_example_documents_every_key_at_its_default(tmp_path):
     text = (REPO / "server.toml").read_text()
     assert text == config_docs.example_file(), "run scripts/sync-docs.sh"
     # Uncommented, the example loads and gives exactly the defaults.
-    lines = [line[2:] for line in text.splitlines()
-             if line.startswith("# ") and " = " in line and line[2:3].isalpha()]
+    lines = [
+        line[2:]
+        for line in text.splitlines()
+        if line.startswith("# ") and " = " in line and line[2:3].isalpha()
+    ]
     s = config.load({}, {}, paths_at(tmp_path, "\n".join(lines) + "\n"))
     assert {k.name for k in config.KEYS} <= {line.split(" = ")[0] for line in lines}
     for key in config.KEYS:
@@ -104,7 +118,8 @@ def _fits(value, hint) -> bool:
 def test_every_key_is_a_typed_field(tmp_path):
     hints = typing.get_type_hints(config.Settings)  # every annotation resolves
     assert [k.name for k in config.KEYS] == [
-        f.name for f in dataclasses.fields(config.Settings) if f.name not in ("origins", "paths")]
+        f.name for f in dataclasses.fields(config.Settings) if f.name not in ("origins", "paths")
+    ]
     # Each key given as text (its environment variable) reads back as its own type.
     env = {k.env: str(k.default) for k in config.KEYS}
     s = config.load({}, env, paths_at(tmp_path))
@@ -120,7 +135,7 @@ def test_settings_are_frozen(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.port = 9000
     with pytest.raises(AttributeError):
-        getattr(s, "prot")  # a typo is an error, not a silent default
+        _ = s.prot  # a typo is an error, not a silent default
 
 
 def test_replace_keeps_origins_and_refuses_a_misspelt_key(tmp_path):

@@ -62,7 +62,6 @@ def model_dirs(home: Path) -> list[str]:
     return sorted(p.name for p in models.iterdir()) if models.exists() else []
 
 
-
 def chat_once(start_server, model_dir):
     """Serve `model_dir` and ask it one question through the openai SDK."""
     import openai
@@ -70,11 +69,13 @@ def chat_once(start_server, model_dir):
     with start_server(model=model_dir) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0)
         return client.chat.completions.create(
-            model="mlx-local", messages=[{"role": "user", "content": "Hello"}], max_tokens=16)
+            model="mlx-local", messages=[{"role": "user", "content": "Hello"}], max_tokens=16
+        )
 
 
-def test_issue7_tiny_minimax_converts_at_4_bits_loads_and_serves(checkpoint, script,
-                                                                  start_server, tmp_path):
+def test_issue7_tiny_minimax_converts_at_4_bits_loads_and_serves(
+    checkpoint, script, start_server, tmp_path
+):
     home = tmp_path / "home"
     result = convert(script, home, str(checkpoint), "--bits", "4")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -88,8 +89,15 @@ def test_issue7_tiny_minimax_converts_at_4_bits_loads_and_serves(checkpoint, scr
     assert len(gates) == config["num_hidden_layers"]
     assert all(v["bits"] == 8 for v in gates.values())
     # The progress, the sample, the size and the line that points the server at it.
-    for text in ("[1/4]", "[4/4]", "sample:", "on disk", "8 bits",
-                 f'model = "local-models/{out.name}"', f"--model local-models/{out.name}"):
+    for text in (
+        "[1/4]",
+        "[4/4]",
+        "sample:",
+        "on disk",
+        "8 bits",
+        f'model = "local-models/{out.name}"',
+        f"--model local-models/{out.name}",
+    ):
         assert text in result.stdout, result.stdout
 
     reply = chat_once(start_server, out)
@@ -108,8 +116,9 @@ def test_refuses_to_overwrite_without_force_and_replaces_with_it(checkpoint, scr
     assert_one_sentence(again, "already exists", "--force")
     assert (out / "mine.txt").exists()
 
-    forced = convert(script, home, str(checkpoint), "--bits", "8", "--name", "Tiny",
-                     "--force", "--no-verify")
+    forced = convert(
+        script, home, str(checkpoint), "--bits", "8", "--name", "Tiny", "--force", "--no-verify"
+    )
     assert forced.returncode == 0, forced.stderr
     assert not (out / "mine.txt").exists()
     assert json.loads((out / "config.json").read_text())["quantization"]["bits"] == 8
@@ -125,20 +134,25 @@ def test_unknown_architecture_is_one_sentence_and_leaves_nothing(broken, script,
     assert model_dirs(tmp_path / "home") == []
 
 
-@pytest.mark.parametrize("damage, needle", [
-    ("config", "no config.json"),
-    ("weights", "no *.safetensors"),
-    ("shard", "lacks 1 of the 2 weight files"),
-    ("tokenizer", "no tokenizer"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("config", "no config.json"),
+        ("weights", "no *.safetensors"),
+        ("shard", "lacks 1 of the 2 weight files"),
+        ("tokenizer", "no tokenizer"),
+    ],
+)
 def test_missing_files_are_one_sentence(broken, script, tmp_path, damage, needle):
     if damage == "config":
         (broken / "config.json").unlink()
     elif damage == "weights":
         (broken / "model.safetensors").unlink()
     elif damage == "shard":
-        weights = {"model.embed_tokens.weight": "model-00001-of-00002.safetensors",
-                   "lm_head.weight": "model-00002-of-00002.safetensors"}
+        weights = {
+            "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+            "lm_head.weight": "model-00002-of-00002.safetensors",
+        }
         (broken / "model.safetensors").rename(broken / "model-00001-of-00002.safetensors")
         (broken / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weights}))
     else:
@@ -160,8 +174,11 @@ def test_failure_inside_the_converter_leaves_no_partial_output(broken, script, t
 
 
 def test_hub_id_without_network_is_one_sentence(script, tmp_path):
-    offline = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
-               "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+    offline = {
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+    }  # nothing listens there
     result = convert(script, tmp_path / "home", "MiniMaxAI/MiniMax-M2.1", env=offline)
     assert_one_sentence(result, "could not reach the Hugging Face Hub", "MiniMaxAI/MiniMax-M2.1")
     assert model_dirs(tmp_path / "home") == []
@@ -198,11 +215,18 @@ def test_too_little_free_space_is_refused_before_converting(tmp_path):
 
 def test_quantization_summary_names_the_8_bit_gates():
     gate = {"group_size": 64, "bits": 8}
-    config = {"quantization": {"bits": 4, "group_size": 64, "mode": "affine",
-                               "model.layers.0.block_sparse_moe.gate": gate,
-                               "model.layers.1.block_sparse_moe.gate": gate}}
+    config = {
+        "quantization": {
+            "bits": 4,
+            "group_size": 64,
+            "mode": "affine",
+            "model.layers.0.block_sparse_moe.gate": gate,
+            "model.layers.1.block_sparse_moe.gate": gate,
+        }
+    }
     assert quantization_summary(config) == (
-        "4 bits, group size 64; 2 layer(s) at 8 bits (e.g. model.layers.0.block_sparse_moe.gate)")
+        "4 bits, group size 64; 2 layer(s) at 8 bits (e.g. model.layers.0.block_sparse_moe.gate)"
+    )
 
 
 def test_hub_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
@@ -228,8 +252,7 @@ def mlx_models(demo_model, tmp_path_factory) -> dict[int, Path]:
     models = {}
     for bits in (4, 8):
         models[bits] = root / f"MiniMax-Tiny-{bits}bit-mlx"
-        mlx_convert(str(demo_model), str(models[bits]), quantize=True, q_bits=bits,
-                    q_group_size=64)
+        mlx_convert(str(demo_model), str(models[bits]), quantize=True, q_bits=bits, q_group_size=64)
     return models
 
 
@@ -240,7 +263,8 @@ def digests(path: Path) -> dict[str, str]:
 
 
 def test_mlx_4bit_source_is_installed_as_is_under_its_own_name_and_serves(
-        mlx_models, script, start_server, tmp_path):
+    mlx_models, script, start_server, tmp_path
+):
     src, home = mlx_models[4], tmp_path / "home"
     result = convert(script, home, str(src))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -248,8 +272,15 @@ def test_mlx_4bit_source_is_installed_as_is_under_its_own_name_and_serves(
     assert model_dirs(home) == [src.name]
     assert digests(out) == digests(src)  # byte for byte: nothing quantized again
     assert "converting" not in result.stdout and "already MLX (4 bits" in result.stdout
-    for text in ("[1/4]", "[4/4]", "installed:", "4 bits, group size 64", "sample:",
-                 f'model = "local-models/{src.name}"', f"--model local-models/{src.name}"):
+    for text in (
+        "[1/4]",
+        "[4/4]",
+        "installed:",
+        "4 bits, group size 64",
+        "sample:",
+        f'model = "local-models/{src.name}"',
+        f"--model local-models/{src.name}",
+    ):
         assert text in result.stdout, result.stdout
 
     assert chat_once(start_server, out).usage.completion_tokens > 0
@@ -268,11 +299,13 @@ def test_8bit_mlx_source_stays_8bit_with_its_own_name(mlx_models, script, tmp_pa
     assert "4 bits" not in result.stdout and "8 bits, group size 64" in result.stdout
 
 
-def test_mlx_source_with_other_bits_is_one_sentence_and_leaves_nothing(mlx_models, script,
-                                                                       tmp_path):
+def test_mlx_source_with_other_bits_is_one_sentence_and_leaves_nothing(
+    mlx_models, script, tmp_path
+):
     result = convert(script, tmp_path / "home", str(mlx_models[8]), "--bits", "4")
-    assert_one_sentence(result, "already an MLX model quantized at 8 bits", "--bits 4",
-                        "installed as is")
+    assert_one_sentence(
+        result, "already an MLX model quantized at 8 bits", "--bits 4", "installed as is"
+    )
     assert model_dirs(tmp_path / "home") == []
 
 
@@ -330,8 +363,10 @@ class FakeHub:
     def model_info(self, repo_id, *, revision=None, files_metadata=False):
         if self.error:
             raise self.error
-        siblings = [types.SimpleNamespace(rfilename=f.name, size=self.file_size or f.stat().st_size)
-                    for f in self._files()]
+        siblings = [
+            types.SimpleNamespace(rfilename=f.name, size=self.file_size or f.stat().st_size)
+            for f in self._files()
+        ]
         return types.SimpleNamespace(siblings=siblings, safetensors=None)
 
     def hf_hub_download(self, repo_id, filename, *, revision=None):
@@ -341,8 +376,9 @@ class FakeHub:
         names = model_source.tensors(sorted(self.source.glob("*.safetensors")))
         return types.SimpleNamespace(weight_map=dict.fromkeys(names, "model.safetensors"))
 
-    def snapshot_download(self, repo_id, *, revision=None, allow_patterns=None, local_dir=None,
-                          local_files_only=False):
+    def snapshot_download(
+        self, repo_id, *, revision=None, allow_patterns=None, local_dir=None, local_files_only=False
+    ):
         if local_files_only:
             raise FileNotFoundError("not in the cache")
         self.downloads.append(Path(local_dir))
@@ -354,8 +390,9 @@ class FakeHub:
 
 def hub_install(home: Path, hub: FakeHub, *args: str):
     paths = Paths.from_env({"MLX_NATIVE_SERVER_HOME": str(home)})
-    return convert_run(convert_cmd.settings_from(["mlx-community/Tiny-4bit", *args], paths),
-                       api=hub)
+    return convert_run(
+        convert_cmd.settings_from(["mlx-community/Tiny-4bit", *args], paths), api=hub
+    )
 
 
 def test_mlx_repo_is_downloaded_into_a_hidden_directory_then_installed(mlx_models, tmp_path):
@@ -408,31 +445,45 @@ def test_memory_plan_is_asked_before_anything_is_downloaded(mlx_models, tmp_path
 # -- what is MLX and what is not --------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [
-    {"quantization": {"group_size": 64, "bits": 4}},
-    {"quantization_config": {"group_size": 64, "bits": 8, "mode": "affine"}},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"quantization": {"group_size": 64, "bits": 4}},
+        {"quantization_config": {"group_size": 64, "bits": 8, "mode": "affine"}},
+    ],
+)
 def test_mlx_quantization_is_recognised(config):
     assert model_source.mlx_quantization(config)["bits"] in (4, 8)
 
 
-@pytest.mark.parametrize("config", [
-    {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}},
-    {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}},
-    {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}},
-    {},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}},
+        {"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}},
+        {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}},
+        {},
+    ],
+)
 def test_other_quantization_formats_are_not_mlx(config):
     assert model_source.mlx_quantization(config) is None
 
 
 def test_mlx_layout_needs_scales_beside_the_weight():
-    mlx = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.scales",
-           "model.layers.0.self_attn.q_proj.biases"]
-    gptq = ["model.layers.0.self_attn.q_proj.qweight", "model.layers.0.self_attn.q_proj.scales",
-            "model.layers.0.self_attn.q_proj.qzeros"]
-    fp8 = ["model.layers.0.self_attn.q_proj.weight",
-           "model.layers.0.self_attn.q_proj.weight_scale_inv"]
+    mlx = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.scales",
+        "model.layers.0.self_attn.q_proj.biases",
+    ]
+    gptq = [
+        "model.layers.0.self_attn.q_proj.qweight",
+        "model.layers.0.self_attn.q_proj.scales",
+        "model.layers.0.self_attn.q_proj.qzeros",
+    ]
+    fp8 = [
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight_scale_inv",
+    ]
     assert model_source.has_mlx_layout(mlx)
     assert not model_source.has_mlx_layout(gptq) and not model_source.has_mlx_layout(fp8)
 

@@ -91,8 +91,11 @@ def test_any_text_round_trips(demo_dir, loaded):
 
 def test_chat_template_renders_tools_and_history(loaded):
     _, tok = loaded
-    call = {"id": "c1", "type": "function",
-            "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+    }
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},

@@ -16,8 +16,13 @@ from mlx_native_server.cache.disk import DiskTier
 from mlx_native_server.cache.fingerprint import model_fingerprint
 from mlx_native_server.cache.store import PromptCacheStore, Ticket
 
-COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 4,
-          "kv_group_size": 64, "quantized_kv_start": 0}
+COMPAT = {
+    "fingerprint": "f" * 64,
+    "mlx_lm_version": "0.32.2",
+    "kv_bits": 4,
+    "kv_group_size": 64,
+    "quantized_kv_start": 0,
+}
 MODEL = ("demo", None, None)
 
 
@@ -31,8 +36,11 @@ def model(demo_model):
 
 def prefill(model, tokens: list[int], quantized: bool) -> list:
     n = len(model.layers)
-    cache = ([QuantizedKVCache(group_size=64, bits=4) for _ in range(n)] if quantized
-             else [KVCache() for _ in range(n)])
+    cache = (
+        [QuantizedKVCache(group_size=64, bits=4) for _ in range(n)]
+        if quantized
+        else [KVCache() for _ in range(n)]
+    )
     model(mx.array([tokens]), cache=cache)
     mx.eval([c.state for c in cache])
     return cache
@@ -69,10 +77,15 @@ def test_a_partial_match_is_trimmed_to_the_common_prefix(model, tmp_path):
     prompt = tokens[:600] + [5, 6, 7]
     cache, rest = store.fetch_nearest_cache(MODEL, prompt)
     assert rest == [5, 6, 7] and cache[0].offset == 600
-    assert (ticket.lookup.source, ticket.lookup.reused, ticket.lookup.diverged_at) == ("disk", 600, 600)
+    assert (ticket.lookup.source, ticket.lookup.reused, ticket.lookup.diverged_at) == (
+        "disk",
+        600,
+        600,
+    )
     reference = prefill(model, tokens[:600], quantized=True)
-    np.testing.assert_allclose(next_logits(model, cache, 5), next_logits(model, reference, 5),
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        next_logits(model, cache, 5), next_logits(model, reference, 5), rtol=1e-3, atol=1e-3
+    )
 
 
 def test_truncated_and_garbage_files_are_skipped_and_removed(tmp_path, caplog):

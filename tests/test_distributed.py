@@ -18,12 +18,37 @@ from conftest import free_port, hermetic_env
 def test_two_ranks_rank_0_serves(demo_model, tmp_path):
     port, ring_port = free_port(), free_port()
     launcher = Path(sys.executable).parent / "mlx.launch"
-    argv = [str(launcher), "--backend", "ring", "-n", "2", "--hosts", "127.0.0.1",
-            "--starting-port", str(ring_port), "--env", f"MLX_NATIVE_SERVER_HOME={tmp_path}",
-            "--", sys.executable, "-m", "mlx_native_server", "serve",
-            "--model", str(demo_model), "--port", str(port)]
-    proc = subprocess.Popen(argv, env=hermetic_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    argv = [
+        str(launcher),
+        "--backend",
+        "ring",
+        "-n",
+        "2",
+        "--hosts",
+        "127.0.0.1",
+        "--starting-port",
+        str(ring_port),
+        "--env",
+        f"MLX_NATIVE_SERVER_HOME={tmp_path}",
+        "--",
+        sys.executable,
+        "-m",
+        "mlx_native_server",
+        "serve",
+        "--model",
+        str(demo_model),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=hermetic_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -34,8 +59,11 @@ def test_two_ranks_rank_0_serves(demo_model, tmp_path):
                 pass
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.5)
-        r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120,
-                          json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 30})
+        r = requests.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=120,
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 30},
+        )
         assert r.status_code == 200
         assert r.json()["choices"][0]["message"]["reasoning_content"].startswith("The user wrote")
     finally:
@@ -55,7 +83,11 @@ def _wait_for_ranks_to_exit(port: int, timeout: float = 30) -> None:
     """No rank may outlive the test (a leftover rank spins on collectives)."""
     deadline = time.monotonic() + timeout
     while True:
-        left = subprocess.run(["pgrep", "-f", f"mlx_native_server serve .*--port {port}$"], capture_output=True, text=True).stdout.split()
+        left = subprocess.run(
+            ["pgrep", "-f", f"mlx_native_server serve .*--port {port}$"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         left = [p for p in left if p.isdigit()]
         if not left:
             return

@@ -17,16 +17,21 @@ import pytest
 from mlx_lm.models.cache import KVCache
 
 from fakes.harness import FakeServices
-from mlx_native_server.core import config, filemodes, logsetup, preflight
 from mlx_native_server.cache import disk as disk_cache
 from mlx_native_server.cache.disk import DiskTier
+from mlx_native_server.core import config, filemodes, logsetup, preflight
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.core.logrotate import StreamLogs
 from mlx_native_server.core.paths import Paths
 from mlx_native_server.service.render import ServiceSpec
 
-COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.0", "kv_bits": 0,
-          "kv_group_size": 64, "quantized_kv_start": 0}
+COMPAT = {
+    "fingerprint": "f" * 64,
+    "mlx_lm_version": "0.0",
+    "kv_bits": 0,
+    "kv_group_size": 64,
+    "quantized_kv_start": 0,
+}
 OPEN_UMASK = 0o000  # the worst umask: anything left to it would come out world-writable
 
 
@@ -51,14 +56,17 @@ def small_kv(n: int = 8) -> list:
     return cache
 
 
-def settings_at(home: Path, toml: str = "", flags: dict | None = None,
-                environ: dict | None = None) -> config.Settings:
+def settings_at(
+    home: Path, toml: str = "", flags: dict | None = None, environ: dict | None = None
+) -> config.Settings:
     (home / "server.toml").write_text(toml)
-    return config.load(flags or {}, environ or {},
-                       Paths.from_env({"MLX_NATIVE_SERVER_HOME": str(home)}))
+    return config.load(
+        flags or {}, environ or {}, Paths.from_env({"MLX_NATIVE_SERVER_HOME": str(home)})
+    )
 
 
 # ---- the prompt cache ------------------------------------------------------
+
 
 def test_prompt_cache_dir_is_0700_and_files_0600(tmp_path, monkeypatch):
     seen, save_prompt_cache = [], disk_cache.save_prompt_cache
@@ -92,6 +100,7 @@ def test_existing_prompt_cache_dir_and_old_entries_are_tightened(tmp_path):
 
 # ---- logs ------------------------------------------------------------------
 
+
 @pytest.fixture
 def root_logging():
     """logsetup.setup replaces the root logger's handlers: put pytest's back."""
@@ -107,8 +116,9 @@ def root_logging():
 
 
 def test_app_log_and_its_rotated_copies_are_0600_in_a_new_0700_dir(tmp_path, root_logging):
-    s = settings_at(tmp_path, flags={"log_dir": "var/logs", "log_max_bytes": "300",
-                                     "log_backups": "2"})
+    s = settings_at(
+        tmp_path, flags={"log_dir": "var/logs", "log_max_bytes": "300", "log_backups": "2"}
+    )
     with umask(OPEN_UMASK):
         logsetup.setup(s, terminal=False)
         for i in range(40):  # about 70 bytes a line: several rotations
@@ -117,7 +127,7 @@ def test_app_log_and_its_rotated_copies_are_0600_in_a_new_0700_dir(tmp_path, roo
     names = sorted(p.name for p in logs.iterdir())
     assert names == ["app.log", "app.log.1", "app.log.2"]
     assert mode(logs) == 0o700
-    assert {n: mode(logs / n) for n in names} == {n: 0o600 for n in names}
+    assert {n: mode(logs / n) for n in names} == dict.fromkeys(names, 384)
 
 
 def test_an_existing_log_dir_keeps_its_mode_and_old_logs_are_tightened(tmp_path, root_logging):
@@ -147,12 +157,13 @@ def test_stdout_and_stderr_logs_and_their_rotations_are_0600(tmp_path):
         assert logs.rotate() == [out, err]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["stderr.log", "stderr.log.1", "stdout.log", "stdout.log.1", "stdout.log.2"]
-    assert {n: mode(tmp_path / n) for n in names} == {n: 0o600 for n in names}
+    assert {n: mode(tmp_path / n) for n in names} == dict.fromkeys(names, 384)
     assert (tmp_path / "stdout.log.1").read_text() == "x" * 400
     assert (tmp_path / "stdout.log.2").read_text() == "an older copy\n"
 
 
 # ---- the API key -------------------------------------------------------------
+
 
 def test_api_key_file_gives_settings_api_key(tmp_path):
     (tmp_path / "secrets").mkdir()
@@ -189,15 +200,18 @@ def test_empty_or_unreadable_api_key_file_is_a_user_error(tmp_path):
 
 def test_api_key_and_api_key_file_together_are_refused(tmp_path):
     (tmp_path / "key").write_text("from-file\n")
-    both = (r"api_key \(set by MLX_NATIVE_SERVER_API_KEY\) and "
-            r"api_key_file = 'key' \(set in server.toml\) are both set")
+    both = (
+        r"api_key \(set by MLX_NATIVE_SERVER_API_KEY\) and "
+        r"api_key_file = 'key' \(set in server.toml\) are both set"
+    )
     with pytest.raises(UserError, match=both):
         settings_at(tmp_path, 'api_key_file = "key"\n', environ={"MLX_NATIVE_SERVER_API_KEY": "x"})
 
 
 def test_api_key_flag_warns_that_ps_shows_it(tmp_path):
     assert preflight.key_warnings(settings_at(tmp_path, flags={"api_key": "k"})) == [
-        preflight.FLAG_KEY_WARNING]
+        preflight.FLAG_KEY_WARNING
+    ]
     assert preflight.key_warnings(settings_at(tmp_path, 'api_key = "k"\n')) == []
 
 
@@ -216,14 +230,23 @@ def test_start_with_the_api_key_flag_warns_once_on_stderr(demo_model, tmp_path, 
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = script("start-server.sh", "--model", str(demo_model), "--port", str(port),
-                   "--api-key", "sekret", home=tmp_path)
+        r = script(
+            "start-server.sh",
+            "--model",
+            str(demo_model),
+            "--port",
+            str(port),
+            "--api-key",
+            "sekret",
+            home=tmp_path,
+        )
     assert r.returncode == 1 and f"port {port}" in r.stderr
     assert r.stderr.count(preflight.FLAG_KEY_WARNING) == 1, r.stderr
     assert "sekret" not in r.stderr
 
 
 # ---- service files -------------------------------------------------------------
+
 
 @pytest.fixture(params=["launchd", "systemd"])
 def fake(request, tmp_path):
@@ -270,14 +293,19 @@ def test_install_makes_the_service_logs_0600_in_a_new_0700_dir(fake, demo_model)
 
 
 def test_service_spec_holds_the_key_only_when_its_file_does():
-    spec = ServiceSpec(repo_dir=Path("/r"), python=Path("/r/.venv/bin/python"),
-                       log_dir=Path("/r/logs"), args=("--port", "8001"))
+    spec = ServiceSpec(
+        repo_dir=Path("/r"),
+        python=Path("/r/.venv/bin/python"),
+        log_dir=Path("/r/logs"),
+        args=("--port", "8001"),
+    )
     assert not spec.holds_key
     assert ServiceSpec(**{**spec.__dict__, "args": ("--api-key", "k")}).holds_key
     assert not ServiceSpec(**{**spec.__dict__, "args": ("--api-key-file", "f")}).holds_key
     assert not ServiceSpec(**{**spec.__dict__, "args": ("--model", "--api-key")}).holds_key
-    assert ServiceSpec(**{**spec.__dict__,
-                          "environment": (("MLX_NATIVE_SERVER_API_KEY", "k"),)}).holds_key
+    assert ServiceSpec(
+        **{**spec.__dict__, "environment": (("MLX_NATIVE_SERVER_API_KEY", "k"),)}
+    ).holds_key
 
 
 def test_atomic_write_sets_the_mode_whatever_the_umask(tmp_path):

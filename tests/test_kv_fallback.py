@@ -23,6 +23,7 @@ def _settings(home, model, **flags):
 @pytest.fixture
 def probe(monkeypatch):
     """A stand-in backend probe that records its calls and answers `result`."""
+
     class Probe:
         def __init__(self):
             self.result = True
@@ -38,12 +39,16 @@ def probe(monkeypatch):
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "mlx_native_server.engine.engine" and r.levelno == logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mlx_native_server.engine.engine" and r.levelno == logging.WARNING
+    ]
 
 
 def test_backend_without_kv_quantization_serves_full_precision_with_one_warning(
-        tmp_path, demo_model, probe, caplog):
+    tmp_path, demo_model, probe, caplog
+):
     probe.result = False
     settings = _settings(tmp_path, demo_model, kv_bits="4")
 
@@ -58,7 +63,8 @@ def test_backend_without_kv_quantization_serves_full_precision_with_one_warning(
 
 
 def test_backend_with_kv_quantization_keeps_the_configured_bits(
-        tmp_path, demo_model, probe, caplog):
+    tmp_path, demo_model, probe, caplog
+):
     settings = _settings(tmp_path, demo_model, kv_bits="8", kv_group_size="32")
 
     with caplog.at_level(logging.WARNING, logger="mlx_native_server.engine.engine"):

@@ -100,7 +100,7 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -144,8 +144,10 @@ def test_imports_run_one_way_from_commands_down_to_core():
             a, b = unit(module), unit(target)
             if a != b and LEVEL[a] >= LEVEL[b]:
                 how = "its peer" if LEVEL[a] == LEVEL[b] else "the higher layer"
-                wrong.append(f"{_where(module, line)}: {module} imports {target} "
-                             f"({a} must not import {how} {b})")
+                wrong.append(
+                    f"{_where(module, line)}: {module} imports {target} "
+                    f"({a} must not import {how} {b})"
+                )
     assert not wrong, "\n".join(wrong)
 
 
@@ -161,8 +163,11 @@ def test_every_verb_is_a_commands_module_with_main():
     for verb, (name, help_line) in cli.VERBS.items():
         path = ROOT / "commands" / f"{name}.py"
         assert path.is_file(), f"{verb}: no module commands/{name}.py"
-        mains = [f for f in ast.parse(path.read_text("utf-8")).body
-                 if isinstance(f, ast.FunctionDef) and f.name == "main"]
+        mains = [
+            f
+            for f in ast.parse(path.read_text("utf-8")).body
+            if isinstance(f, ast.FunctionDef) and f.name == "main"
+        ]
         assert mains, f"{verb}: commands/{name}.py has no top-level main"
         assert [a.arg for a in mains[0].args.args] == ["argv"], f"{verb}: main(argv) -> int"
         assert help_line, verb

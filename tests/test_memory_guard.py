@@ -30,8 +30,13 @@ from mlx_native_server.engine.types import ChatRequest, MemoryExhausted
 from mlx_native_server.memory import device as plan_cmd
 from mlx_native_server.memory import plan as mp
 
-COMPAT = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 0,
-          "kv_group_size": 64, "quantized_kv_start": 0}
+COMPAT = {
+    "fingerprint": "f" * 64,
+    "mlx_lm_version": "0.32.2",
+    "kv_bits": 0,
+    "kv_group_size": 64,
+    "quantized_kv_start": 0,
+}
 MODEL = ("demo", None, None)
 ENTRIES, ENTRY_TOKENS = 4, 2048
 PROMPT, MOST = 2048, 2048  # the request being admitted: prompt tokens, max_tokens
@@ -42,8 +47,15 @@ HELLO = [{"role": "user", "content": "hello"}]
 def plan(demo_model) -> mp.Plan:
     """The demo model's plan on a roomy CPU machine; tests set their own limit."""
     config_json = json.loads((demo_model / "config.json").read_text())
-    knobs = mp.Knobs(max_tokens=4096, kv_bits=0, kv_group_size=64, quantized_kv_start=0,
-                     prompt_cache_bytes="auto", prompt_cache_size=ENTRIES, prefill_step_size=2048)
+    knobs = mp.Knobs(
+        max_tokens=4096,
+        kv_bits=0,
+        kv_group_size=64,
+        quantized_kv_start=0,
+        prompt_cache_bytes="auto",
+        prompt_cache_size=ENTRIES,
+        prefill_step_size=2048,
+    )
     device = mp.Device("linux-cpu", 64 * 2**30, 32 * 2**30, "of RAM")
     return mp.make_plan(config_json, plan_cmd.weight_bytes(demo_model), knobs, device)
 
@@ -70,8 +82,9 @@ def filled_store(tmp_path) -> PromptCacheStore:
     x 128 dims x fp16, 2 layers), far above the few KB mlx's use drifts by,
     with a disk tier. The test keeps no reference to the arrays, so what the
     store lets go mlx frees."""
-    store = PromptCacheStore(max_entries=8, max_bytes=1 << 40,
-                             disk=DiskTier(tmp_path / "disk", COMPAT, 1 << 34))
+    store = PromptCacheStore(
+        max_entries=8, max_bytes=1 << 40, disk=DiskTier(tmp_path / "disk", COMPAT, 1 << 34)
+    )
     for i in range(ENTRIES):
         cache = [KVCache() for _ in range(2)]
         for c in cache:
@@ -96,7 +109,8 @@ def test_a_request_that_fits_spills_nothing(plan, tmp_path):
 
 
 def test_a_request_just_over_the_limit_spills_the_least_recent_entries_to_disk(
-        plan, tmp_path, caplog):
+    plan, tmp_path, caplog
+):
     store = filled_store(tmp_path)
     before = store.nbytes
     # A quarter of the cache short: spilling half of it (two entries) makes room.
@@ -123,7 +137,9 @@ def test_a_request_that_cannot_fit_even_with_an_empty_cache_is_refused(plan, tmp
         fit_or_spill(limit(plan, short), store, PROMPT, MOST)
     assert re.fullmatch(
         rf"{PROMPT} prompt tokens plus up to {MOST} more need more memory than the plan's "
-        rf"limit leaves \(\d+\.\d\d GB in use of {short / 1e9:.2f} GB\)", str(e.value)), str(e.value)
+        rf"limit leaves \(\d+\.\d\d GB in use of {short / 1e9:.2f} GB\)",
+        str(e.value),
+    ), str(e.value)
     assert len(store) == 0  # everything was spilled before giving up...
     assert all(store.disk.has(tokens(i)) for i in range(ENTRIES))  # ...to disk
 
@@ -135,19 +151,31 @@ def test_a_request_that_cannot_fit_even_with_an_empty_cache_is_refused(plan, tmp
 # one (on CUDA, where the probe fails, both are the batched path).
 @pytest.mark.parametrize("kv_bits", [4, 0], ids=["kv4", "kv0"])
 def test_the_engine_refuses_before_the_prefill_and_serves_once_it_fits(
-        demo_model, tmp_path, kv_bits):
+    demo_model, tmp_path, kv_bits
+):
     """Engine.guard_memory (what serve.run installs) checks every request on
     the generation thread, on both of upstream's paths; MemoryExhausted comes
     back to the caller, which app_state.App.start turns into 503 or 529."""
     paths = Paths(home=tmp_path, config_file=tmp_path / "server.toml", log_dir=tmp_path / "logs")
-    settings = config.load({"model": str(demo_model), "max_tokens": 4096, "kv_bits": kv_bits,
-                            "prompt_cache_disk": False}, {}, paths)
+    settings = config.load(
+        {
+            "model": str(demo_model),
+            "max_tokens": 4096,
+            "kv_bits": kv_bits,
+            "prompt_cache_disk": False,
+        },
+        {},
+        paths,
+    )
     fitting = plan_cmd.plan_for(settings, mp.Device("linux-cpu", 64 * 2**30, 32 * 2**30, "of RAM"))
     engine = Engine(plan_cmd.resolve(settings, fitting))
     try:
         engine.guard_memory(limit(fitting, fitting.weights))  # the weights alone fill it
-        with pytest.raises(MemoryExhausted, match=r"prompt tokens plus up to 8 more need more "
-                                                  r"memory than the plan's limit leaves"):
+        with pytest.raises(
+            MemoryExhausted,
+            match=r"prompt tokens plus up to 8 more need more "
+            r"memory than the plan's limit leaves",
+        ):
             engine.generate(ChatRequest(messages=HELLO, max_tokens=8))
         assert engine.alive and engine.healthy  # a refusal is no failure
         engine.guard_memory(fitting)
@@ -174,14 +202,25 @@ def done_line(srv) -> str:
 
 
 def test_a_server_under_a_memory_limit_that_fits_answers_and_logs_memory_per_request(
-        script, start_server, demo_model, tmp_path):
-    r = script("start-server.sh", "--model", str(demo_model), "--plan", "--json", *SERVER_ARGS,
-               home=tmp_path)
+    script, start_server, demo_model, tmp_path
+):
+    r = script(
+        "start-server.sh",
+        "--model",
+        str(demo_model),
+        "--plan",
+        "--json",
+        *SERVER_ARGS,
+        home=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     exact = json.loads(r.stdout)["total"]  # the least limit the plan fits
     with start_server(args=[*SERVER_ARGS, "--memory-limit", str(exact)]) as srv:
-        reply = requests.post(srv.base_url + "/chat/completions", timeout=120,
-                              json={"messages": HELLO, "max_tokens": 8})
+        reply = requests.post(
+            srv.base_url + "/chat/completions",
+            timeout=120,
+            json={"messages": HELLO, "max_tokens": 8},
+        )
         assert reply.status_code == 200, reply.text
         line = done_line(srv)
         used = re.search(r" memory=(\d+)MB$", line)
@@ -191,5 +230,9 @@ def test_a_server_under_a_memory_limit_that_fits_answers_and_logs_memory_per_req
         assert f"of memory_limit = {config.human_size(exact)} (set by --memory-limit)" in log
         assert "memory: spilled" not in log  # it fitted without touching the prompt cache
         metrics = requests.get(srv.root_url + "/metrics", timeout=10).text
-        assert float(re.search(r"^mlx_native_server_memory_limit_bytes (\S+)$", metrics,
-                               re.M).group(1)) == exact
+        assert (
+            float(
+                re.search(r"^mlx_native_server_memory_limit_bytes (\S+)$", metrics, re.M).group(1)
+            )
+            == exact
+        )

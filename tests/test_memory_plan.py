@@ -10,28 +10,42 @@ import json
 
 import mlx.core as mx
 import pytest
+
 from conftest import small_kv
-
+from mlx_native_server.cache.store import PromptCacheStore
 from mlx_native_server.core import config
-
-from mlx_native_server.memory import plan as mp, device as plan_cmd
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.core.paths import Paths
-from mlx_native_server.cache.store import PromptCacheStore
+from mlx_native_server.memory import device as plan_cmd
+from mlx_native_server.memory import plan as mp
 
 GB, GiB = 10**9, 2**30
 
 # MiniMax M2.1 REAP 50, 4-bit (the default model): REAP prunes experts, not attention.
 REAP50 = {
-    "model_type": "minimax", "num_hidden_layers": 62, "hidden_size": 3072,
-    "num_attention_heads": 48, "num_key_value_heads": 8, "head_dim": 128,
-    "num_local_experts": 128, "num_experts_per_tok": 8, "intermediate_size": 1536,
-    "vocab_size": 200064, "torch_dtype": "bfloat16",
+    "model_type": "minimax",
+    "num_hidden_layers": 62,
+    "hidden_size": 3072,
+    "num_attention_heads": 48,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "num_local_experts": 128,
+    "num_experts_per_tok": 8,
+    "intermediate_size": 1536,
+    "vocab_size": 200064,
+    "torch_dtype": "bfloat16",
     "quantization": {"group_size": 64, "bits": 4},
 }
 REAP50_WEIGHTS = 61 * GB
-DEFAULTS = mp.Knobs(max_tokens=120000, kv_bits=4, kv_group_size=64, quantized_kv_start=5000,
-                    prompt_cache_bytes="auto", prompt_cache_size=8, prefill_step_size=2048)
+DEFAULTS = mp.Knobs(
+    max_tokens=120000,
+    kv_bits=4,
+    kv_group_size=64,
+    quantized_kv_start=5000,
+    prompt_cache_bytes="auto",
+    prompt_cache_size=8,
+    prefill_step_size=2048,
+)
 
 
 def mac(ram_gib: int, wired_limit_mb: int = 0) -> mp.Device:
@@ -45,8 +59,13 @@ H200 = mp.Device("cuda", 150_754_820_096, 149_557_477_376, "free on the GPU (NVI
 
 
 def plan(device: mp.Device, **knobs) -> mp.Plan:
-    return mp.make_plan(REAP50, REAP50_WEIGHTS, dataclasses.replace(DEFAULTS, **knobs), device,
-                        can_quantize_kv=device.platform != "cuda")
+    return mp.make_plan(
+        REAP50,
+        REAP50_WEIGHTS,
+        dataclasses.replace(DEFAULTS, **knobs),
+        device,
+        can_quantize_kv=device.platform != "cuda",
+    )
 
 
 # -- arithmetic ------------------------------------------------------------------
@@ -99,7 +118,7 @@ def test_prefill_working_set_bounds_what_the_demo_model_uses(demo, step):
     for i in range(0, 2048, step):
         mx.synchronize()
         mx.reset_peak_memory()
-        model(tokens[i:i + step][None], cache=cache)
+        model(tokens[i : i + step][None], cache=cache)
         mx.eval([c.state for c in cache])
         used = max(used, mx.get_peak_memory() - mx.get_active_memory())
     formula = mp.prefill_bytes(mp.Shape.from_config(config_json), step, 2048, scores=True)
@@ -182,8 +201,16 @@ def test_auto_is_resolved_once_into_bytes(tmp_path, demo_model):
 
 
 def test_start_refuses_a_model_that_cannot_fit_before_loading_it(script, demo_model, tmp_path):
-    r = script("start-server.sh", "--model", str(demo_model), "--memory-limit", "1MB",
-               "--port", "1", home=tmp_path)
+    r = script(
+        "start-server.sh",
+        "--model",
+        str(demo_model),
+        "--memory-limit",
+        "1MB",
+        "--port",
+        "1",
+        home=tmp_path,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "error: the model cannot fit" in r.stderr
     assert "memory_limit = 1MB (set by --memory-limit)" in r.stderr
@@ -191,21 +218,44 @@ def test_start_refuses_a_model_that_cannot_fit_before_loading_it(script, demo_mo
 
 
 def test_start_refuses_settings_that_do_not_fit_naming_what_to_change(script, demo_model, tmp_path):
-    r = script("start-server.sh", "--model", str(demo_model), "--memory-limit", "1.6GB",
-               "--port", "1", home=tmp_path)
+    r = script(
+        "start-server.sh",
+        "--model",
+        str(demo_model),
+        "--memory-limit",
+        "1.6GB",
+        "--port",
+        "1",
+        home=tmp_path,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "does not fit" in r.stderr and "--max-tokens" in r.stderr
 
 
 def test_plan_json_is_the_plan_and_its_exit_status_the_verdict(script, demo_model, tmp_path):
-    r = script("start-server.sh", "--model", str(demo_model), "--plan", "--json",
-               "--max-tokens", "4096", home=tmp_path)
+    r = script(
+        "start-server.sh",
+        "--model",
+        str(demo_model),
+        "--plan",
+        "--json",
+        "--max-tokens",
+        "4096",
+        home=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["verdict"] == "fits" and p["knobs"]["max_tokens"] == 4096
     assert p["total"] <= p["limit"] and p["weights"] > 0
-    r = script("start-server.sh", "--model", str(demo_model), "--plan", "--memory-limit", "1MB",
-               home=tmp_path)
+    r = script(
+        "start-server.sh",
+        "--model",
+        str(demo_model),
+        "--plan",
+        "--memory-limit",
+        "1MB",
+        home=tmp_path,
+    )
     assert r.returncode == 3 and "cannot fit" in r.stdout
 
 

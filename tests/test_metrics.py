@@ -34,13 +34,30 @@ def value(samples, name: str, **labels) -> float:
 def full_metrics(**overrides) -> ServerMetrics:
     sources = dict(
         memory=lambda: {"active": 40 * GiB, "peak": 50 * GiB, "cache": 2 * GiB, "limit": 60 * GiB},
-        prompt_cache=lambda: {"entries": 3, "bytes": 5 * GiB, "max_entries": 8,
-                              "max_bytes": 16 * GiB, "tokens": 90_000, "memory_hits": 2,
-                              "disk_hits": 1, "misses": 1, "reused_tokens": 80_000,
-                              "evicted": 4, "spilled": 4,
-                              "disk": {"dir": "cache", "entries": 7, "bytes": 12 * GiB,
-                                       "max_bytes": 64 * GiB, "foreign_entries": 0}},
-        queue_depth=lambda: 2, in_flight=lambda: 3, engine_state=lambda: "ok")
+        prompt_cache=lambda: {
+            "entries": 3,
+            "bytes": 5 * GiB,
+            "max_entries": 8,
+            "max_bytes": 16 * GiB,
+            "tokens": 90_000,
+            "memory_hits": 2,
+            "disk_hits": 1,
+            "misses": 1,
+            "reused_tokens": 80_000,
+            "evicted": 4,
+            "spilled": 4,
+            "disk": {
+                "dir": "cache",
+                "entries": 7,
+                "bytes": 12 * GiB,
+                "max_bytes": 64 * GiB,
+                "foreign_entries": 0,
+            },
+        },
+        queue_depth=lambda: 2,
+        in_flight=lambda: 3,
+        engine_state=lambda: "ok",
+    )
     sources.update(overrides)
     return ServerMetrics(version="0.1.0", mlx_lm_version="0.32.2", model="mlx-local", **sources)
 
@@ -67,16 +84,25 @@ def test_unknown_paths_collapse_to_other():
     for path in ("/wp-admin", "/.env", "/v1/chat/completions/../../etc", "/v2/x?y=1"):
         m.request_finished(path, 404)
     _, samples = scrape(m)
-    endpoints = {dict(labels)["endpoint"] for name, labels in samples
-                 if name == "mlx_native_server_requests_total"}
+    endpoints = {
+        dict(labels)["endpoint"]
+        for name, labels in samples
+        if name == "mlx_native_server_requests_total"
+    }
     assert endpoints == {"other"}
     assert value(samples, "mlx_native_server_requests_total", endpoint="other", status="404") == 4
 
 
 def test_generations_feed_token_counters_cache_hits_and_histograms():
     m = full_metrics()
-    m.generation_finished(prompt_tokens=1000, cached_tokens=900, completion_tokens=50,
-                          ttft_seconds=0.2, decode_tokens_per_second=45.0, cache_source="memory")
+    m.generation_finished(
+        prompt_tokens=1000,
+        cached_tokens=900,
+        completion_tokens=50,
+        ttft_seconds=0.2,
+        decode_tokens_per_second=45.0,
+        cache_source="memory",
+    )
     m.generation_finished(30_000, 29_000, 10, 4.0, 38.0, "disk")
     m.generation_finished(500, 0, 20, 90.0, 52.0, "none")
     types, samples = scrape(m)
@@ -125,8 +151,9 @@ def test_gauges_read_at_scrape_time():
     types, samples = scrape(m)
     engine = "mlx_native_server_engine_state"
     assert types[engine] == "gauge"
-    assert {s: value(samples, engine, state=s) for s in ("loading", "ok", "draining", "failed")} \
-        == {"loading": 1, "ok": 0, "draining": 0, "failed": 0}
+    assert {
+        s: value(samples, engine, state=s) for s in ("loading", "ok", "draining", "failed")
+    } == {"loading": 1, "ok": 0, "draining": 0, "failed": 0}
     state["value"] = "ok"
     _, samples = scrape(m)
     assert value(samples, engine, state="ok") == 1
@@ -145,8 +172,16 @@ def test_gauges_read_at_scrape_time():
     assert value(samples, "mlx_native_server_prompt_cache_max_bytes", tier="disk") == 64 * GiB
     assert types["mlx_native_server_prompt_cache_evictions"] == "counter"
     assert value(samples, "mlx_native_server_prompt_cache_evictions_total") == 4
-    assert value(samples, "mlx_native_server_info", version="0.1.0",
-                 mlx_lm_version="0.32.2", model="mlx-local") == 1
+    assert (
+        value(
+            samples,
+            "mlx_native_server_info",
+            version="0.1.0",
+            mlx_lm_version="0.32.2",
+            model="mlx-local",
+        )
+        == 1
+    )
 
 
 def test_prompt_cache_stats_with_missing_keys():
@@ -155,16 +190,19 @@ def test_prompt_cache_stats_with_missing_keys():
     assert value(samples, "mlx_native_server_prompt_cache_entries", tier="memory") == 1
     assert value(samples, "mlx_native_server_prompt_cache_bytes", tier="memory") == 2048
     names = {name for name, _ in samples}
-    assert not [labels for name, labels in samples
-                if name == "mlx_native_server_prompt_cache_entries" and ("tier", "disk") in labels]
+    assert not [
+        labels
+        for name, labels in samples
+        if name == "mlx_native_server_prompt_cache_entries" and ("tier", "disk") in labels
+    ]
     assert "mlx_native_server_prompt_cache_max_bytes" not in names
     assert "mlx_native_server_prompt_cache_evictions_total" not in names
 
 
 def test_real_prompt_cache_store_stats(tmp_path):
     """The keys Engine.cache_stats() really returns, from a real store and disk tier."""
-    from mlx_lm.models.cache import KVCache
     import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
 
     from mlx_native_server.cache.disk import DiskTier
     from mlx_native_server.cache.store import PromptCacheStore
@@ -176,8 +214,13 @@ def test_real_prompt_cache_store_stats(tmp_path):
             c.update_and_fetch(x, x)
         return cache
 
-    compat = {"fingerprint": "f" * 64, "mlx_lm_version": "0.32.2", "kv_bits": 0,
-              "kv_group_size": 64, "quantized_kv_start": 0}
+    compat = {
+        "fingerprint": "f" * 64,
+        "mlx_lm_version": "0.32.2",
+        "kv_bits": 0,
+        "kv_group_size": 64,
+        "quantized_kv_start": 0,
+    }
     disk = DiskTier(tmp_path, compat, GiB)
     assert disk.write(list(range(100)), small_kv(100))
     store = PromptCacheStore(max_entries=4, max_bytes=GiB, disk=disk)
@@ -196,8 +239,12 @@ def test_a_failing_callable_costs_only_its_own_metrics(caplog):
     def broken():
         raise RuntimeError("memory probe exploded")
 
-    m = full_metrics(memory=broken, engine_state=lambda: "confused",
-                     queue_depth=lambda: None, prompt_cache=lambda: None)
+    m = full_metrics(
+        memory=broken,
+        engine_state=lambda: "confused",
+        queue_depth=lambda: None,
+        prompt_cache=lambda: None,
+    )
     m.request_finished("/health", 200)
     with caplog.at_level(logging.WARNING, logger="mlx_native_server.http.metrics"):
         _, samples = scrape(m)
@@ -221,21 +268,28 @@ def test_sources_left_out_are_absent():
     _, samples = scrape(m)
     names = {name for name, _ in samples}
     assert "mlx_native_server_info" in names
-    assert not [n for n in names if n.startswith(("mlx_native_server_memory",
-                                                  "mlx_native_server_engine_state"))]
+    assert not [
+        n
+        for n in names
+        if n.startswith(("mlx_native_server_memory", "mlx_native_server_engine_state"))
+    ]
 
 
 def test_two_servers_in_one_process_keep_their_own_numbers():
     a, b = full_metrics(), full_metrics()
     a.request_finished("/health", 200)
     _, samples = scrape(b)
-    assert ("mlx_native_server_requests_total",
-            (("endpoint", "/health"), ("status", "200"))) not in samples
+    assert (
+        "mlx_native_server_requests_total",
+        (("endpoint", "/health"), ("status", "200")),
+    ) not in samples
 
 
 def test_imports_without_mlx():
-    code = ("import sys, mlx_native_server.http.metrics; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('mlx', 'mlx_lm', 'numpy', 'starlette', 'uvicorn')]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, mlx_native_server.http.metrics; "
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('mlx', 'mlx_lm', 'numpy', 'starlette', 'uvicorn')]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

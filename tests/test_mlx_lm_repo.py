@@ -18,15 +18,19 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, hermetic_env
-from mlx_native_server.upstream import install as mlx_lm_install, patch_queue
 from mlx_native_server.core.errors import UserError
+from mlx_native_server.upstream import install as mlx_lm_install
+from mlx_native_server.upstream import patch_queue
 from mlx_native_server.upstream.source import sdist_cache, version_from_describe
 
 DATA = Path(__file__).parent / "data" / "patches"
 PIN = mlx_lm_install.pinned_version(REPO / "pyproject.toml")
 OTHER = "0.32.1"  # the release before the pin: the --check target
-SAMPLES = ["0001-sample-marker.patch", "0002-sample-vision-comment.patch",
-           "0003-sample-reasoning-comment.patch"]
+SAMPLES = [
+    "0001-sample-marker.patch",
+    "0002-sample-vision-comment.patch",
+    "0003-sample-reasoning-comment.patch",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +38,16 @@ def venv(tmp_path_factory) -> Path:
     """A venv of its own whose site-packages come first, then the project's."""
     path = tmp_path_factory.mktemp("venv") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    site = subprocess.run([str(path / "bin" / "python"), "-c",
-                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [
+            str(path / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     parent = sysconfig.get_paths()["purelib"]
     Path(site, "_project_venv.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
     return path
@@ -45,6 +56,7 @@ def venv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def project_venv_untouched():
     """The project venv's mlx-lm is the same after these tests as before."""
+
     def fingerprint() -> str:
         import mlx_lm
 
@@ -70,16 +82,25 @@ def queue(tmp_path: Path, *names: str) -> Path:
 def mlx_lm_cmd(venv: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
     """The verb behind ./setup-mlx-lm-repo.sh, aimed at the throwaway venv."""
     home.mkdir(parents=True, exist_ok=True)
-    env = hermetic_env(home, MLX_NATIVE_SERVER_VENV=str(venv),
-                       MLX_NATIVE_SERVER_SDIST_CACHE=str(sdist_cache()))
-    return subprocess.run([sys.executable, "-m", "mlx_native_server", "mlx-lm", *args],
-                          env=env, cwd=home, capture_output=True, text=True, timeout=300)
+    env = hermetic_env(
+        home, MLX_NATIVE_SERVER_VENV=str(venv), MLX_NATIVE_SERVER_SDIST_CACHE=str(sdist_cache())
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_native_server", "mlx-lm", *args],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def imported(venv: Path) -> str:
     """mlx_lm's version and marker as the venv's Python sees them."""
-    code = ("import mlx_lm, mlx_lm.server; "
-            "print(mlx_lm.__version__, getattr(mlx_lm, 'PATCHED_BY_MLX_NATIVE_SERVER', '-'))")
+    code = (
+        "import mlx_lm, mlx_lm.server; "
+        "print(mlx_lm.__version__, getattr(mlx_lm, 'PATCHED_BY_MLX_NATIVE_SERVER', '-'))"
+    )
     r = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
@@ -121,8 +142,12 @@ def test_issue7_sample_patches_apply_install_and_import(venv, installed):
     assert f"mlx-lm {version} in {venv}" in status
     assert f"PyPI sdist mlx-lm=={PIN}" in status
     assert "0003-sample-reasoning-comment.patch (merged)" in status
-    log = subprocess.run(["git", "-C", str(home / "mlx-lm-repo"), "log", "--format=%s"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    log = subprocess.run(
+        ["git", "-C", str(home / "mlx-lm-repo"), "log", "--format=%s"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert len(log) == 4 and log[-1] == f"mlx-lm {PIN} (pristine PyPI sdist)"
 
 
@@ -154,8 +179,16 @@ def test_issue7_check_reports_each_patch_against_another_version(venv, tmp_path)
 
 def test_check_keep_leaves_the_conflict_for_resolving(venv, tmp_path):
     keep = tmp_path / "rebase"
-    result = mlx_lm_cmd(venv, tmp_path / "home", "--check", OTHER, "--keep", str(keep),
-                        "--patches", str(queue(tmp_path, *SAMPLES)))
+    result = mlx_lm_cmd(
+        venv,
+        tmp_path / "home",
+        "--check",
+        OTHER,
+        "--keep",
+        str(keep),
+        "--patches",
+        str(queue(tmp_path, *SAMPLES)),
+    )
     assert "0002-sample-vision-comment.patch does not apply" in one_error(result)
     assert "<<<<<<<" in (keep / "mlx_lm" / "utils.py").read_text()
     assert "Base: mlx-lm 0.32.1" in (keep / ".git" / "MERGE_MSG").read_text()
@@ -171,13 +204,32 @@ def test_check_against_a_git_ref(venv, tmp_path):
     with tarfile.open(fetch_sdist(PIN, sdist_cache())) as tf:
         tf.extractall(tmp_path, filter="data")
     src = tmp_path / f"mlx_lm-{PIN}"
-    env = {**hermetic_env(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "release"],
-                 ["tag", f"v{PIN}"], ["commit", "-q", "--allow-empty", "-m", "on main"]):
+    env = {
+        **hermetic_env(tmp_path),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["commit", "-qm", "release"],
+        ["tag", f"v{PIN}"],
+        ["commit", "-q", "--allow-empty", "-m", "on main"],
+    ):
         subprocess.run(["git", "-C", str(src), *args], env=env, check=True)
-    result = mlx_lm_cmd(venv, tmp_path / "home", "--check", "--git", str(src), "--ref", "main",
-                        "--patches", str(queue(tmp_path, *SAMPLES)))
+    result = mlx_lm_cmd(
+        venv,
+        tmp_path / "home",
+        "--check",
+        "--git",
+        str(src),
+        "--ref",
+        "main",
+        "--patches",
+        str(queue(tmp_path, *SAMPLES)),
+    )
     out = ok(result)
     bumped = PIN.rsplit(".", 1)[0] + "." + str(int(PIN.rsplit(".", 1)[1]) + 1)
     assert f"against mlx-lm {bumped}.dev1+g" in out and "all 3 patch(es) apply" in out
@@ -200,8 +252,13 @@ def test_the_project_series_applies_to_the_pinned_version(venv, tmp_path):
 
 
 def test_help_prints_usage(tmp_path):
-    r = subprocess.run([str(REPO / "setup-mlx-lm-repo.sh"), "--help"],
-                       env=hermetic_env(tmp_path), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(REPO / "setup-mlx-lm-repo.sh"), "--help"],
+        env=hermetic_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "--check" in r.stdout and "--reset" in r.stdout
 
 
@@ -240,8 +297,10 @@ def test_series_skips_comments_and_names_a_missing_patch(tmp_path):
 
 
 def test_git_apply_output_names_the_files():
-    output = ("error: patch failed: mlx_lm/server.py:12\nerror: mlx_lm/server.py: patch does "
-              "not apply\nApplied patch to 'mlx_lm/utils.py' with conflicts.\nU mlx_lm/utils.py\n")
+    output = (
+        "error: patch failed: mlx_lm/server.py:12\nerror: mlx_lm/server.py: patch does "
+        "not apply\nApplied patch to 'mlx_lm/utils.py' with conflicts.\nU mlx_lm/utils.py\n"
+    )
     assert patch_queue.failed_files(output) == ("mlx_lm/server.py", "mlx_lm/utils.py")
 
 

@@ -31,8 +31,11 @@ def test_create_with_reasoning_and_usage(client):
 
 
 def test_stream_with_include_usage(client):
-    chunks = list(client.chat.completions.create(
-        model="mlx-local", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="mlx-local", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.startswith("Hello!")
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
@@ -41,10 +44,17 @@ def test_stream_with_include_usage(client):
 def test_tool_call_stream_accumulates_like_a_client(client):
     calls = {}
     finish = None
-    for c in client.chat.completions.create(model="mlx-local", messages=HELLO, tools=TOOLS, stream=True,
-                                            extra_body={"x_mns_script": TOOL_SCRIPT}):
+    for c in client.chat.completions.create(
+        model="mlx-local",
+        messages=HELLO,
+        tools=TOOLS,
+        stream=True,
+        extra_body={"x_mns_script": TOOL_SCRIPT},
+    ):
         for tc in c.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(tc.index, {"id": tc.id, "name": tc.function.name, "arguments": ""})
+            entry = calls.setdefault(
+                tc.index, {"id": tc.id, "name": tc.function.name, "arguments": ""}
+            )
             entry["arguments"] += tc.function.arguments or ""
         finish = c.choices[0].finish_reason or finish
     assert finish == "tool_calls"
@@ -53,8 +63,9 @@ def test_tool_call_stream_accumulates_like_a_client(client):
 
 
 def test_tool_call_non_streaming(client):
-    r = client.chat.completions.create(model="mlx-local", messages=HELLO, tools=TOOLS,
-                                       extra_body={"x_mns_script": TOOL_SCRIPT})
+    r = client.chat.completions.create(
+        model="mlx-local", messages=HELLO, tools=TOOLS, extra_body={"x_mns_script": TOOL_SCRIPT}
+    )
     call = r.choices[0].message.tool_calls[0]
     assert r.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "read" and json.loads(call.function.arguments) == {"path": "a.txt"}
@@ -68,7 +79,9 @@ def test_unknown_model_raises_not_found(client):
 
 def test_context_overflow_raises_bad_request_with_the_code(client):
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="mlx-local", messages=[
-            {"role": "user", "content": " ".join(f"w{i}" for i in range(6000))}])
+        client.chat.completions.create(
+            model="mlx-local",
+            messages=[{"role": "user", "content": " ".join(f"w{i}" for i in range(6000))}],
+        )
     assert e.value.code == "context_length_exceeded"
     assert "maximum context length is 4096 tokens" in e.value.message

@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 
 OPENCODE_VERSION = "1.18.33"
-NPM_DIR = Path(os.environ.get("MLX_NATIVE_SERVER_NPM_CACHE",
-                              Path.home() / ".cache" / "mlx-native-server" / "npm"))
+NPM_DIR = Path(
+    os.environ.get(
+        "MLX_NATIVE_SERVER_NPM_CACHE", Path.home() / ".cache" / "mlx-native-server" / "npm"
+    )
+)
 RUN_TIMEOUT = 180  # seconds for `opencode run`, including its own start-up
 
 
@@ -37,8 +40,20 @@ def opencode_binary() -> Path:
     version = NPM_DIR / "node_modules" / "opencode-ai" / "package.json"
     if not binary.exists() or json.loads(version.read_text()).get("version") != OPENCODE_VERSION:
         NPM_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--prefix", str(NPM_DIR), "--no-fund", "--no-audit",
-                        f"opencode-ai@{OPENCODE_VERSION}"], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(NPM_DIR),
+                "--no-fund",
+                "--no-audit",
+                f"opencode-ai@{OPENCODE_VERSION}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     return binary
 
 
@@ -47,12 +62,14 @@ def opencode_config(base_url: str) -> dict:
         "$schema": "https://opencode.ai/config.json",
         "autoupdate": False,
         "share": "disabled",
-        "provider": {"mlx": {
-            "npm": "@ai-sdk/openai-compatible",
-            "name": "mlx-native-server",
-            "options": {"baseURL": base_url, "apiKey": "unused"},
-            "models": {"mlx-local": {"name": "MiniMax (local)"}},
-        }},
+        "provider": {
+            "mlx": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "mlx-native-server",
+                "options": {"baseURL": base_url, "apiKey": "unused"},
+                "models": {"mlx-local": {"name": "MiniMax (local)"}},
+            }
+        },
         "model": "mlx/mlx-local",
         "small_model": "mlx/mlx-local",
         "tools": {"*": False},
@@ -61,10 +78,18 @@ def opencode_config(base_url: str) -> dict:
 
 
 def isolated_env(home: Path) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"}
-    for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share"),
-                     ("XDG_CACHE_HOME", ".cache"), ("XDG_STATE_HOME", ".local/state")):
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    }
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ):
         env[var] = str(home / sub)
     return env
 
@@ -77,11 +102,17 @@ def test_opencode_run_completes_a_session(server, tmp_path):
     (project / "opencode.json").write_text(json.dumps(opencode_config(server.base_url), indent=2))
     log_before = server.app_log()
 
-    result = subprocess.run([str(binary), "run", "say hi"], cwd=project, env=isolated_env(home),
-                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    result = subprocess.run(
+        [str(binary), "run", "say hi"],
+        cwd=project,
+        env=isolated_env(home),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Hello!" in result.stdout  # the demo model's fixed answer
-    new_log = server.app_log()[len(log_before):]
+    new_log = server.app_log()[len(log_before) :]
     assert len(re.findall(r"done: prompt=\d+", new_log)) >= 2, new_log  # the session and its title
     assert not re.search(r"-> [45]\d\d ", new_log), new_log

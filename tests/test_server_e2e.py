@@ -10,11 +10,24 @@ import time
 import pytest
 import requests
 
-TOOLS = [{"type": "function", "function": {
-    "name": "read", "description": "Read a file",
-    "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
-TOOL_SCRIPT = ("I should read the file.</think>\n\nReading it.<minimax:tool_call>\n<invoke name=\"read\">\n"
-               "<parameter name=\"path\">a.txt</parameter>\n</invoke>\n</minimax:tool_call>")
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read",
+            "description": "Read a file",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    }
+]
+TOOL_SCRIPT = (
+    'I should read the file.</think>\n\nReading it.<minimax:tool_call>\n<invoke name="read">\n'
+    '<parameter name="path">a.txt</parameter>\n</invoke>\n</minimax:tool_call>'
+)
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -37,7 +50,9 @@ def assert_healthy(server):
 
 
 def test_models_lists_exactly_the_served_id_with_curl(server):
-    out = subprocess.run(["curl", "-sf", server.base_url + "/models"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["curl", "-sf", server.base_url + "/models"], capture_output=True, text=True, check=True
+    )
     body = json.loads(out.stdout)
     assert body["object"] == "list"
     assert [(m["id"], m["object"]) for m in body["data"]] == [("mlx-local", "model")]
@@ -59,7 +74,11 @@ def test_chat_non_streaming_splits_reasoning_and_reports_usage(server):
 
 
 def test_chat_streaming_with_usage_chunk(server):
-    r = chat(server, {"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}, stream=True)
+    r = chat(
+        server,
+        {"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}},
+        stream=True,
+    )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
     events = sse_events(r)
     assert events[-1] == "[DONE]"
@@ -76,8 +95,13 @@ def test_chat_streaming_with_usage_chunk(server):
 
 
 def test_streamed_tool_call_in_the_shape_opencode_reads(server):
-    body = {"messages": HELLO, "tools": TOOLS, "stream": True, "x_mns_script": TOOL_SCRIPT,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "messages": HELLO,
+        "tools": TOOLS,
+        "stream": True,
+        "x_mns_script": TOOL_SCRIPT,
+        "stream_options": {"include_usage": True},
+    }
     events = sse_events(chat(server, body, stream=True))
     deltas = [e["choices"][0]["delta"] for e in events[:-2]]
     calls = [c for d in deltas for c in d.get("tool_calls", [])]
@@ -98,9 +122,14 @@ def test_tool_call_non_streaming_and_the_history_round_trip(server):
     call = message["tool_calls"][0]
     # OpenCode echoes the assistant turn back with reasoning_content, then the tool result.
     history = HELLO + [
-        {"role": "assistant", "content": message["content"], "reasoning_content": message["reasoning_content"],
-         "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call["id"], "content": "file text"}]
+        {
+            "role": "assistant",
+            "content": message["content"],
+            "reasoning_content": message["reasoning_content"],
+            "tool_calls": [call],
+        },
+        {"role": "tool", "tool_call_id": call["id"], "content": "file text"},
+    ]
     with_reasoning = chat(server, {"messages": history, "tools": TOOLS, "max_tokens": 5}).json()
     history[1] = {**history[1], "content": None}
     del history[1]["reasoning_content"]
@@ -126,7 +155,9 @@ def test_unknown_model_is_a_404_json_error(server):
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "model_not_found"
     assert requests.get(server.base_url + "/models/other", timeout=10).status_code == 404
-    assert requests.get(server.base_url + "/models/mlx-local", timeout=10).json()["id"] == "mlx-local"
+    assert (
+        requests.get(server.base_url + "/models/mlx-local", timeout=10).json()["id"] == "mlx-local"
+    )
     assert_healthy(server)
 
 
@@ -136,8 +167,9 @@ def test_prompt_over_the_context_cap_is_context_length_exceeded(server):
     assert r.status_code == 400
     error = r.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
-    assert error["message"].startswith("This model's maximum context length is 4096 tokens. "
-                                       "However, your messages resulted in ")
+    assert error["message"].startswith(
+        "This model's maximum context length is 4096 tokens. However, your messages resulted in "
+    )
     assert_healthy(server)
 
 
@@ -147,24 +179,34 @@ def test_huge_max_tokens_is_clamped_to_the_context(server):
 
 
 def test_prompt_cache_reuses_the_conversation(server):
-    history = [{"role": "system", "content": "You are terse. " * 40}, {"role": "user", "content": "cache me"}]
+    history = [
+        {"role": "system", "content": "You are terse. " * 40},
+        {"role": "user", "content": "cache me"},
+    ]
     chat(server, {"messages": history, "max_tokens": 4})
     again = chat(server, {"messages": history, "max_tokens": 4}).json()
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
 
-@pytest.mark.parametrize("data, status, words", [
-    (b"{not json", 400, "Invalid JSON"),
-    (b"[1, 2]", 400, "JSON object"),
-    (json.dumps({"messages": HELLO, "max_tokens": "ten"}).encode(), 400, "max_tokens"),
-    (json.dumps({"messages": HELLO, "stream": "yes"}).encode(), 400, "stream"),
-    (json.dumps({"messages": HELLO, "temperature": 9}).encode(), 400, "temperature"),
-    (json.dumps({"messages": 5}).encode(), 400, "messages"),
-    (json.dumps({"messages": HELLO, "tools": [{"type": "function"}]}).encode(), 400, "tools"),
-])
+@pytest.mark.parametrize(
+    "data, status, words",
+    [
+        (b"{not json", 400, "Invalid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (json.dumps({"messages": HELLO, "max_tokens": "ten"}).encode(), 400, "max_tokens"),
+        (json.dumps({"messages": HELLO, "stream": "yes"}).encode(), 400, "stream"),
+        (json.dumps({"messages": HELLO, "temperature": 9}).encode(), 400, "temperature"),
+        (json.dumps({"messages": 5}).encode(), 400, "messages"),
+        (json.dumps({"messages": HELLO, "tools": [{"type": "function"}]}).encode(), 400, "tools"),
+    ],
+)
 def test_bad_input_is_a_json_4xx_and_the_server_stays_healthy(server, data, status, words):
-    r = requests.post(server.base_url + "/chat/completions", data=data,
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        server.base_url + "/chat/completions",
+        data=data,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == status
     assert words in r.json()["error"]["message"]
     assert_healthy(server)
@@ -175,7 +217,10 @@ def test_unknown_path_wrong_method_and_oversized_body(server):
     r = requests.get(server.base_url + "/chat/completions", timeout=10)
     assert r.status_code == 405 and "error" in r.json()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n")
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n"
+        )
         reply = b""
         while chunk := s.recv(4096):
             reply += chunk
@@ -187,15 +232,21 @@ def test_unknown_path_wrong_method_and_oversized_body(server):
 def test_keep_alive_serves_two_requests_on_one_connection(server):
     with requests.Session() as session:
         for _ in range(2):
-            r = session.post(server.base_url + "/chat/completions", json={"messages": HELLO, "max_tokens": 2})
+            r = session.post(
+                server.base_url + "/chat/completions", json={"messages": HELLO, "max_tokens": 2}
+            )
             assert r.status_code == 200
             assert r.raw.version == 11
 
 
 def test_client_disconnect_stops_its_generation(server):
     script = "x " * 3000  # far more than the context allows; would run to the cap
-    with requests.post(server.base_url + "/chat/completions", stream=True, timeout=30,
-                       json={"messages": HELLO, "stream": True, "x_mns_script": script}) as r:
+    with requests.post(
+        server.base_url + "/chat/completions",
+        stream=True,
+        timeout=30,
+        json={"messages": HELLO, "stream": True, "x_mns_script": script},
+    ) as r:
         next(r.iter_lines())
     deadline = time.monotonic() + 20
     while "client disconnected" not in server.app_log() and time.monotonic() < deadline:
@@ -211,8 +262,10 @@ def test_non_streaming_client_that_leaves_stops_its_generation(server):
     body = json.dumps({"messages": HELLO, "x_mns_script": "y " * 3000}).encode()
     before = server.app_log().count("client disconnected")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         time.sleep(0.5)
     deadline = time.monotonic() + 20
     while server.app_log().count("client disconnected") == before and time.monotonic() < deadline:
@@ -225,8 +278,13 @@ def test_an_engine_failure_is_a_500_json_error_and_the_server_stays_healthy(serv
     r = chat(server, {"messages": HELLO, "x_mns_script": "partial answer<<fail>>"})
     assert r.status_code == 500
     assert "engine failed" in r.json()["error"]["message"]
-    events = sse_events(chat(server, {"messages": HELLO, "stream": True,
-                                      "x_mns_script": "partial<<fail>>"}, stream=True))
+    events = sse_events(
+        chat(
+            server,
+            {"messages": HELLO, "stream": True, "x_mns_script": "partial<<fail>>"},
+            stream=True,
+        )
+    )
     assert events[-1] == "[DONE]"  # the stream still ends as OpenAI streams end
     assert "engine failed" in events[-2]["error"]["message"]
     assert_healthy(server)
@@ -246,10 +304,16 @@ def test_metrics_after_real_requests_parse_with_prometheus_client(server):
             samples.setdefault(s.name, []).append(s)
 
     def value(name, **labels):
-        return sum(s.value for s in samples.get(name, [])
-                   if all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for s in samples.get(name, [])
+            if all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
-    assert value("mlx_native_server_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
+    assert (
+        value("mlx_native_server_requests_total", endpoint="/v1/chat/completions", status="200")
+        >= 1
+    )
     assert value("mlx_native_server_requests_total", endpoint="other", status="404") >= 1
     assert value("mlx_native_server_generated_tokens_total") >= 3
     assert value("mlx_native_server_prompt_tokens_total") > 0

@@ -34,19 +34,25 @@ def install_calls(fake: FakeServices, reinstall: bool = False) -> list[list[str]
         first = [["launchctl", "bootout", fake.target]] if reinstall else []
         return first + [["launchctl", "bootstrap", f"gui/{os.getuid()}", str(fake.file)]]
     if reinstall:
-        return [["systemctl", "--user", "daemon-reload"],
-                ["systemctl", "--user", "enable", fake.name],
-                ["systemctl", "--user", "restart", fake.name]]
-    return [["systemctl", "--user", "daemon-reload"],
-            ["systemctl", "--user", "enable", "--now", fake.name]]
+        return [
+            ["systemctl", "--user", "daemon-reload"],
+            ["systemctl", "--user", "enable", fake.name],
+            ["systemctl", "--user", "restart", fake.name],
+        ]
+    return [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", fake.name],
+    ]
 
 
 def uninstall_calls(fake: FakeServices) -> list[list[str]]:
     if fake.manager == "launchd":
         return [["launchctl", "bootout", fake.target]]
-    return [["systemctl", "--user", "disable", "--now", fake.name],
-            ["systemctl", "--user", "daemon-reload"],
-            ["systemctl", "--user", "reset-failed", fake.name]]
+    return [
+        ["systemctl", "--user", "disable", "--now", fake.name],
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "reset-failed", fake.name],
+    ]
 
 
 def test_install_uninstall_reinstall(fake, demo_model):
@@ -97,8 +103,11 @@ def test_stop_server_stops_the_service_for_good_and_start_service_brings_it_back
     r = fake.run("stop-server.sh", "--port", str(fake.port))
     assert r.returncode == 0, r.stderr
     assert "stays stopped" in r.stdout
-    expected = (["launchctl", "kill", "TERM", fake.target] if fake.manager == "launchd"
-                else ["systemctl", "--user", "stop", fake.name])
+    expected = (
+        ["launchctl", "kill", "TERM", fake.target]
+        if fake.manager == "launchd"
+        else ["systemctl", "--user", "stop", fake.name]
+    )
     assert fake.changes() == [expected]
     # Past the fakes' restart delay, it is still down: a clean exit is not a crash.
     time.sleep(1.0)
@@ -113,8 +122,11 @@ def test_stop_server_stops_the_service_for_good_and_start_service_brings_it_back
     r = fake.run("start-server.sh", "--service")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"ready: http://localhost:{fake.port}/v1")
-    expected = (["launchctl", "kickstart", fake.target] if fake.manager == "launchd"
-                else ["systemctl", "--user", "start", fake.name])
+    expected = (
+        ["launchctl", "kickstart", fake.target]
+        if fake.manager == "launchd"
+        else ["systemctl", "--user", "start", fake.name]
+    )
     assert fake.changes() == [expected]
     r = fake.run("start-server.sh", "--service")
     assert r.returncode == 0 and "already running" in r.stdout
@@ -130,24 +142,41 @@ def test_status_text_and_json(fake, demo_model):
     svc, logs = s["service"], s["logs"]
     assert (svc["manager"], svc["name"], svc["file"]) == (fake.manager, fake.name, str(fake.file))
     assert svc["installed"] and svc["loaded"] and svc["running"] and svc["last_exit"] is None
-    assert s["server"] == {"url": f"http://localhost:{fake.port}/v1", "port": fake.port,
-                           "pid": svc["pid"], "healthy": True,
-                           "health": {"http_status": 200, "status": "ok"}}
+    assert s["server"] == {
+        "url": f"http://localhost:{fake.port}/v1",
+        "port": fake.port,
+        "pid": svc["pid"],
+        "healthy": True,
+        "health": {"http_status": 200, "status": "ok"},
+    }
     assert logs["app"] == str(fake.home / "logs" / "app.log")
     assert logs["stdout"] == str(fake.home / "logs" / "stdout.log")
 
     r = fake.run("start-server.sh", "--status")
     assert r.returncode == 0
-    for line in ("installed: yes", "loaded:    yes", f"running:   yes (pid {svc['pid']})",
-                 "last exit: none yet", "healthy:   ok", f"logs:    {logs['app']}"):
+    for line in (
+        "installed: yes",
+        "loaded:    yes",
+        f"running:   yes (pid {svc['pid']})",
+        "last exit: none yet",
+        "healthy:   ok",
+        f"logs:    {logs['app']}",
+    ):
         assert line in r.stdout, r.stdout
     # The service's output went where the file says.
     assert "standin" in (fake.home / "logs" / "stdout.log").read_text()
 
 
 def test_install_records_only_the_flags_given(fake, demo_model):
-    r = fake.run("install-service.sh", "--print", "--model", str(demo_model), "--port", "8123",
-                 MLX_NATIVE_SERVER_KV_BITS="8")
+    r = fake.run(
+        "install-service.sh",
+        "--print",
+        "--model",
+        str(demo_model),
+        "--port",
+        "8123",
+        MLX_NATIVE_SERVER_KV_BITS="8",
+    )
     assert r.returncode == 0, r.stderr
     assert fake.calls() == [] and not fake.file.exists()
     if fake.manager == "launchd":
@@ -163,7 +192,9 @@ def test_install_records_only_the_flags_given(fake, demo_model):
 
 def test_install_refuses_what_could_only_crash_loop(fake, tmp_path):
     r = fake.run("install-service.sh", "--model", str(tmp_path / "nope"))
-    assert r.returncode == 1 and r.stderr.startswith("error: model ") and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1 and r.stderr.startswith("error: model ") and "Traceback" not in r.stderr
+    )
     assert fake.calls() == [] and not fake.file.exists()
 
 
@@ -189,7 +220,9 @@ def test_no_systemd_user_session_says_how_to_enable_lingering(tmp_path, demo_mod
 
 @pytest.mark.skipif(shutil.which("systemctl") is None, reason="no systemctl here")
 def test_real_systemctl_without_a_user_session(tmp_path, demo_model):
-    probe = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["systemctl", "--user", "show-environment"], capture_output=True, text=True
+    )
     if "Failed to connect" not in probe.stderr:
         pytest.skip("this machine has a systemd user session; the fakes cover the flow")
     fake = FakeServices(tmp_path, "systemd")
@@ -202,5 +235,7 @@ def test_real_systemctl_without_a_user_session(tmp_path, demo_model):
 
 def test_scripts_have_help():
     for script in ("install-service.sh", "uninstall-service.sh"):
-        r = subprocess.run([str(REPO / script), "--help"], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [str(REPO / script), "--help"], capture_output=True, text=True, timeout=60
+        )
         assert r.returncode == 0 and "usage:" in r.stdout.lower(), r.stderr

@@ -18,7 +18,11 @@ import pytest
 
 from mlx_native_server.core.paths import SERVICE_LABEL
 from mlx_native_server.service.render import (
-    ServiceSpec, recorded_args_from_plist, recorded_args_from_unit, render_plist, render_unit,
+    ServiceSpec,
+    recorded_args_from_plist,
+    recorded_args_from_unit,
+    render_plist,
+    render_unit,
     stop_grace,
 )
 
@@ -26,14 +30,20 @@ REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TEMPLATE = REPO / f"{SERVICE_LABEL}.plist.template"
 
-MAC = ServiceSpec(repo_dir=Path("/Users/me/mlx-native-server"),
-                  python=Path("/Users/me/mlx-native-server/.venv/bin/python"),
-                  log_dir=Path("/Users/me/mlx-native-server/logs"),
-                  args=("--port", "8001"), stop_grace=30)
-LINUX = ServiceSpec(repo_dir=Path("/home/me/mlx-native-server"),
-                    python=Path("/home/me/mlx-native-server/.venv/bin/python"),
-                    log_dir=Path("/home/me/mlx-native-server/logs"),
-                    args=("--port", "8001"), stop_grace=30)
+MAC = ServiceSpec(
+    repo_dir=Path("/Users/me/mlx-native-server"),
+    python=Path("/Users/me/mlx-native-server/.venv/bin/python"),
+    log_dir=Path("/Users/me/mlx-native-server/logs"),
+    args=("--port", "8001"),
+    stop_grace=30,
+)
+LINUX = ServiceSpec(
+    repo_dir=Path("/home/me/mlx-native-server"),
+    python=Path("/home/me/mlx-native-server/.venv/bin/python"),
+    log_dir=Path("/home/me/mlx-native-server/logs"),
+    args=("--port", "8001"),
+    stop_grace=30,
+)
 
 
 def assert_golden(name: str, content: bytes) -> None:
@@ -66,8 +76,13 @@ def test_plist_has_the_keys_launchd_acts_on():
     plist = plist_of(MAC)
     assert plist["Label"] == SERVICE_LABEL
     assert plist["ProgramArguments"] == [
-        "/Users/me/mlx-native-server/.venv/bin/python", "-m", "mlx_native_server", "serve",
-        "--port", "8001"]
+        "/Users/me/mlx-native-server/.venv/bin/python",
+        "-m",
+        "mlx_native_server",
+        "serve",
+        "--port",
+        "8001",
+    ]
     assert plist["WorkingDirectory"] == "/Users/me/mlx-native-server"
     path = plist["EnvironmentVariables"]["PATH"].split(":")
     assert path[0] == "/Users/me/mlx-native-server/.venv/bin"
@@ -92,10 +107,14 @@ def test_unit_restarts_on_failure_only_and_logs_to_the_same_files():
 
 
 def test_recorded_flags_survive_quoting_in_both_files():
-    args = ("--model", "my models/50% $HOME \"x\" \\y;z", "--api-key", "k$y%")
-    spec = ServiceSpec(repo_dir=Path("/r"), python=Path("/r/.venv/bin/python"),
-                       log_dir=Path("/r/logs"), args=args,
-                       environment=(("MLX_NATIVE_SERVER_HOME", "/a b/50%"),))
+    args = ("--model", 'my models/50% $HOME "x" \\y;z', "--api-key", "k$y%")
+    spec = ServiceSpec(
+        repo_dir=Path("/r"),
+        python=Path("/r/.venv/bin/python"),
+        log_dir=Path("/r/logs"),
+        args=args,
+        environment=(("MLX_NATIVE_SERVER_HOME", "/a b/50%"),),
+    )
     assert recorded_args_from_unit(render_unit(spec)) == list(args)
     assert recorded_args_from_plist(render_plist(TEMPLATE.read_bytes(), spec)) == list(args)
     assert 'Environment="MLX_NATIVE_SERVER_HOME=/a b/50%%"' in render_unit(spec).decode()
@@ -107,16 +126,25 @@ def test_stop_grace_covers_the_drain():
     assert stop_grace(45.5) == 66
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed (Debian package systemd)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (Debian package systemd)",
+)
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     # verify checks that ExecStart's program exists, so point it at real paths.
-    spec = ServiceSpec(repo_dir=REPO, python=Path(sys.executable), log_dir=tmp_path / "logs",
-                       args=("--model", "demo", "--port", "8001"),
-                       environment=(("MLX_NATIVE_SERVER_HOME", str(tmp_path)),))
+    spec = ServiceSpec(
+        repo_dir=REPO,
+        python=Path(sys.executable),
+        log_dir=tmp_path / "logs",
+        args=("--model", "demo", "--port", "8001"),
+        environment=(("MLX_NATIVE_SERVER_HOME", str(tmp_path)),),
+    )
     unit = tmp_path / "mlx-native-server.service"
     unit.write_bytes(render_unit(spec))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
-    complaints = [line for line in (r.stdout + r.stderr).splitlines() if str(unit) in line
-                  or "mlx-native-server" in line]
+    complaints = [
+        line
+        for line in (r.stdout + r.stderr).splitlines()
+        if str(unit) in line or "mlx-native-server" in line
+    ]
     assert r.returncode == 0 and not complaints, r.stdout + r.stderr

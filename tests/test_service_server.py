@@ -46,8 +46,12 @@ def test_watchdog_exits_4_when_the_engine_stops_answering(start_server):
         requests.post(srv.root_url + "/_test/break-engine", json={"hang_seconds": 120}, timeout=10)
         # /health still says ok: only a request that waits shows the hang.
         assert requests.get(srv.root_url + "/health", timeout=10).status_code == 200
-        waiting = threading.Thread(target=lambda: _quietly(
-            requests.post, srv.base_url + "/chat/completions", json=HELLO, timeout=60), daemon=True)
+        waiting = threading.Thread(
+            target=lambda: _quietly(
+                requests.post, srv.base_url + "/chat/completions", json=HELLO, timeout=60
+            ),
+            daemon=True,
+        )
         started = time.monotonic()
         waiting.start()
         assert srv.wait(30) == 4
@@ -59,8 +63,15 @@ def test_a_long_prefill_does_not_trip_the_watchdog(start_server):
     # Small prefill steps make a prompt of a few thousand tokens take seconds
     # on CPU, each step reporting progress well within the stall timeout.
     stall = 0.8
-    args = [*WATCHDOG, "--watchdog-stall-timeout", str(stall), "--prefill-step-size", "32",
-            "--max-tokens", "20000"]
+    args = [
+        *WATCHDOG,
+        "--watchdog-stall-timeout",
+        str(stall),
+        "--prefill-step-size",
+        "32",
+        "--max-tokens",
+        "20000",
+    ]
     with start_server(args=args) as srv:
         body = {"messages": [{"role": "user", "content": "hello world " * 800}], "max_tokens": 1}
         started = time.monotonic()
@@ -68,7 +79,9 @@ def test_a_long_prefill_does_not_trip_the_watchdog(start_server):
         took = time.monotonic() - started
         assert r.status_code == 200, r.text
         if took < 2 * stall:
-            pytest.skip(f"the prefill took only {took:.1f}s here: too quick to exercise the watchdog")
+            pytest.skip(
+                f"the prefill took only {took:.1f}s here: too quick to exercise the watchdog"
+            )
         assert srv.proc.poll() is None
         assert "watchdog" not in srv.app_log()
 
@@ -101,7 +114,9 @@ def _crash_restart_stop(fake: FakeServices, demo_model) -> None:
     assert "old output" not in (logs / "stdout.log").read_text()
 
     os.kill(first, signal.SIGKILL)  # a crash: the manager restarts it
-    back = fake.wait_for(lambda s: s["server"]["healthy"] and s["service"]["pid"] not in (None, first))
+    back = fake.wait_for(
+        lambda s: s["server"]["healthy"] and s["service"]["pid"] not in (None, first)
+    )
     assert back["service"]["last_exit"] == -9 or fake.manager == "systemd"
 
     if fake.manager == "launchd":  # the seed's command: SIGTERM through launchd

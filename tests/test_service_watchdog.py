@@ -8,7 +8,10 @@ import os
 
 from mlx_native_server.core.logrotate import StreamLogs, adopt_append, rotate
 from mlx_native_server.engine.watchdog import (
-    EXIT_ENGINE_DIED, EXIT_ENGINE_STALLED, EngineActivity, verdict,
+    EXIT_ENGINE_DIED,
+    EXIT_ENGINE_STALLED,
+    EngineActivity,
+    verdict,
 )
 
 

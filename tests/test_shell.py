@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = sorted(REPO.glob("*.sh")) + sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]
+SCRIPTS = (
+    sorted(REPO.glob("*.sh")) + sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]
+)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_scripts_are_shellcheck_clean():
-    r = subprocess.run(["shellcheck", "-x", *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout
 
 

@@ -29,13 +29,18 @@ def test_the_installed_mlx_lm_has_every_name_the_adapter_uses():
 
 
 def test_the_contract_runs_as_a_module_and_exits_0():
-    r = subprocess.run([sys.executable, "-m", "mlx_native_server.adapter.contract"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "mlx_native_server.adapter.contract"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("mlx-lm ") and "every name the adapter uses is present" in r.stdout
 
 
-FAKE = '''
+FAKE = """
 class ResponseGenerator:
     def __init__(self):
         self.requests = []
@@ -54,7 +59,7 @@ def stream_generate(prompt):
 cli_args = None
 def _read():
     return cli_args.model, cli_args.new_flag
-'''
+"""
 
 
 @pytest.fixture
@@ -100,8 +105,10 @@ def test_each_kind_of_move_is_reported_by_name(fake_upstream):
 def test_a_changed_signature_of_the_real_mlx_lm_is_reported():
     row = Call("mlx_lm.models.cache", "trim_prompt_cache", args=("cache", "n_tokens"))
     (problem,) = contract.problems((row,))
-    assert problem.startswith("mlx_lm.models.cache.trim_prompt_cache: the adapter passes "
-                              "'n_tokens' as argument 2, upstream now takes num_tokens there")
+    assert problem.startswith(
+        "mlx_lm.models.cache.trim_prompt_cache: the adapter passes "
+        "'n_tokens' as argument 2, upstream now takes num_tokens there"
+    )
 
 
 def test_the_namespace_and_the_prompt_cache_give_upstream_what_it_reads(demo_model, tmp_path):
@@ -143,8 +150,10 @@ def test_no_module_outside_the_adapter_imports_mlx_lm():
 
 
 def test_generation_imports_no_mlx():
-    code = ("import sys, mlx_native_server.engine.generation; "
-            "sys.exit(any(m == 'mlx' or m.startswith(('mlx.', 'mlx_lm')) for m in sys.modules))")
+    code = (
+        "import sys, mlx_native_server.engine.generation; "
+        "sys.exit(any(m == 'mlx' or m.startswith(('mlx.', 'mlx_lm')) for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -163,5 +172,6 @@ def test_a_build_that_moved_names_is_refused_before_installing(tmp_path):
     assert message.startswith("mlx-lm 9.9.9 moved ") and "\n" not in message
     assert "mlx_lm.server.ResponseGenerator is missing" in message
     assert "mlx_lm.convert.convert has no parameter 'quantize'" in message
-    assert message.endswith("the adapter in mlx_native_server/adapter/ must follow; "
-                            "the current install is unchanged")
+    assert message.endswith(
+        "the adapter in mlx_native_server/adapter/ must follow; the current install is unchanged"
+    )

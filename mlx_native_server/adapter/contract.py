@@ -30,11 +30,29 @@ from typing import Any
 # Namespace adapter/server.py builds (tests/test_upstream_contract.py checks
 # that _cli_args sets exactly these).
 CLI_ARGS = (
-    "model", "adapter_path", "draft_model", "num_draft_tokens", "trust_remote_code",
-    "chat_template", "use_default_chat_template", "chat_template_args", "pipeline",
-    "decode_concurrency", "prompt_concurrency", "prefill_step_size", "prompt_cache_size",
-    "prompt_cache_bytes", "kv_bits", "kv_group_size", "quantized_kv_start", "max_tokens",
-    "temp", "top_p", "top_k", "min_p", "allowed_origins",
+    "model",
+    "adapter_path",
+    "draft_model",
+    "num_draft_tokens",
+    "trust_remote_code",
+    "chat_template",
+    "use_default_chat_template",
+    "chat_template_args",
+    "pipeline",
+    "decode_concurrency",
+    "prompt_concurrency",
+    "prefill_step_size",
+    "prompt_cache_size",
+    "prompt_cache_bytes",
+    "kv_bits",
+    "kv_group_size",
+    "quantized_kv_start",
+    "max_tokens",
+    "temp",
+    "top_p",
+    "top_k",
+    "min_p",
+    "allowed_origins",
 )
 # Every `self.prompt_cache.<name>` mlx_lm/server.py uses: what cache.store's
 # PromptCacheStore provides in place of upstream's LRUPromptCache.
@@ -87,16 +105,19 @@ class Call:
         except (TypeError, ValueError):
             return [f"{where} is no longer a callable with a signature"]
         params = [p for p in sig.parameters.values() if p.name != "self"]
-        positional = [p.name for p in params
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        positional = [
+            p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         names = {p.name for p in params if p.kind != p.POSITIONAL_ONLY}
         has_var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
         found = []
         for i, name in enumerate(self.args):
             if i >= len(positional) or positional[i] != name:
                 at = positional[i] if i < len(positional) else "nothing"
-                found.append(f"{where}: the adapter passes '{name}' as argument {i + 1}, "
-                             f"upstream now takes {at} there (signature {sig})")
+                found.append(
+                    f"{where}: the adapter passes '{name}' as argument {i + 1}, "
+                    f"upstream now takes {at} there (signature {sig})"
+                )
         for name in self.kwargs:
             if name not in names and not has_var_kw:
                 found.append(f"{where} has no parameter '{name}' (signature {sig})")
@@ -130,8 +151,10 @@ class Attr:
         sets = re.search(rf"\bself\.{re.escape(attr)}\s*(:[^=\n]*)?=(?!=)", _source(cls))
         if attr in fields or sets or attr in vars(cls):
             return []
-        return [f"{self.module}.{self.name} is missing (no dataclass field and no "
-                f"'self.{attr} =' in {owner}'s source)"]
+        return [
+            f"{self.module}.{self.name} is missing (no dataclass field and no "
+            f"'self.{attr} =' in {owner}'s source)"
+        ]
 
 
 @dataclass(frozen=True)
@@ -151,8 +174,10 @@ class Global:
         except _Missing as e:
             return found + [str(e)]
         if not re.search(rf"(?<![\w.]){re.escape(self.name)}\(", source):
-            found.append(f"{self.module}.{self.caller} no longer calls {self.name}(), "
-                         f"so replacing {self.module}.{self.name} does nothing")
+            found.append(
+                f"{self.module}.{self.caller} no longer calls {self.name}(), "
+                f"so replacing {self.module}.{self.name} does nothing"
+            )
         return found
 
 
@@ -193,8 +218,9 @@ class Reads:
         except Exception as e:
             return [f"{self.module} does not import ({type(e).__name__}: {e})"]
         read = sorted(set(re.findall(self.pattern, source)) - set(self.provided))
-        return [f"{self.module} reads {name!r} off {self.what}, which does not set it"
-                for name in read]
+        return [
+            f"{self.module} reads {name!r} off {self.what}, which does not set it" for name in read
+        ]
 
 
 S, G, C, B = "mlx_lm.server", "mlx_lm.generate", "mlx_lm.models.cache", "mlx_lm.models.base"
@@ -209,40 +235,96 @@ CONTRACT: tuple[Any, ...] = (
     Reads(S, r"\bcli_args\.(\w+)", CLI_ARGS, "the Namespace of adapter/server.py (_cli_args)"),
     Call(S, "ResponseGenerator", kwargs=("model_provider", "prompt_cache")),
     Call(S, "ResponseGenerator._tokenize", args=("tokenizer", "request", "args")),
-    Uses(S, "ResponseGenerator._serve_single", "self._tokenize(",
-         "the context cap and memory guard of _Generator._tokenize"),
-    Uses(S, "ResponseGenerator._generate", "self._tokenize(",
-         "the context cap and memory guard of _Generator._tokenize"),
+    Uses(
+        S,
+        "ResponseGenerator._serve_single",
+        "self._tokenize(",
+        "the context cap and memory guard of _Generator._tokenize",
+    ),
+    Uses(
+        S,
+        "ResponseGenerator._generate",
+        "self._tokenize(",
+        "the context cap and memory guard of _Generator._tokenize",
+    ),
     Attr(S, "ResponseGenerator.prompt_cache", instance=True),
     Reads(S, r"\bself\.prompt_cache\.(\w+)", PROMPT_CACHE, "cache.store.PromptCacheStore"),
-    Call(S, "ResponseGenerator.generate", args=("request", "generation_args"),
-         kwargs=("progress_callback",)),
+    Call(
+        S,
+        "ResponseGenerator.generate",
+        args=("request", "generation_args"),
+        kwargs=("progress_callback",),
+    ),
     Call(S, "ResponseGenerator._await_response", args=("response_queue",)),
     Attr(S, "ResponseGenerator.requests", instance=True),
-    Uses(S, "ResponseGenerator._generate", "rqueue, request, args = request",
-         "Upstream._queue puts (queue, request, args) on ResponseGenerator.requests"),
-    Uses(S, "ResponseGenerator._serve_single", "rqueue.put((tokens_processed, tokens_total))",
-         "_RequestQueue stops a prefill when a progress tuple arrives"),
+    Uses(
+        S,
+        "ResponseGenerator._generate",
+        "rqueue, request, args = request",
+        "Upstream._queue puts (queue, request, args) on ResponseGenerator.requests",
+    ),
+    Uses(
+        S,
+        "ResponseGenerator._serve_single",
+        "rqueue.put((tokens_processed, tokens_total))",
+        "_RequestQueue stops a prefill when a progress tuple arrives",
+    ),
     Call(S, "ResponseGenerator.generation_available"),
     Call(S, "ResponseGenerator.stop_and_join"),
     Call(S, "ResponseGenerator.join"),
-    Call(S, "CompletionRequest",
-         kwargs=("request_type", "prompt", "messages", "tools", "role_mapping")),
-    Call(S, "GenerationArguments",
-         kwargs=("model", "sampling", "logits", "stop_words", "max_tokens", "num_draft_tokens",
-                 "logprobs", "top_logprobs", "seed", "chat_template_kwargs")),
+    Call(
+        S,
+        "CompletionRequest",
+        kwargs=("request_type", "prompt", "messages", "tools", "role_mapping"),
+    ),
+    Call(
+        S,
+        "GenerationArguments",
+        kwargs=(
+            "model",
+            "sampling",
+            "logits",
+            "stop_words",
+            "max_tokens",
+            "num_draft_tokens",
+            "logprobs",
+            "top_logprobs",
+            "seed",
+            "chat_template_kwargs",
+        ),
+    ),
     Call(S, "ModelDescription", kwargs=("model", "draft", "adapter")),
-    Call(S, "SamplingArguments",
-         kwargs=("temperature", "top_p", "top_k", "min_p", "xtc_probability", "xtc_threshold")),
-    Call(S, "LogitsProcessorArguments",
-         kwargs=("logit_bias", "repetition_penalty", "repetition_context_size",
-                 "presence_penalty", "presence_context_size", "frequency_penalty",
-                 "frequency_context_size")),
+    Call(
+        S,
+        "SamplingArguments",
+        kwargs=("temperature", "top_p", "top_k", "min_p", "xtc_probability", "xtc_threshold"),
+    ),
+    Call(
+        S,
+        "LogitsProcessorArguments",
+        kwargs=(
+            "logit_bias",
+            "repetition_penalty",
+            "repetition_context_size",
+            "presence_penalty",
+            "presence_context_size",
+            "frequency_penalty",
+            "frequency_context_size",
+        ),
+    ),
     # adapter/run.py: one request's GenerationContext and Responses
     Attr(S, "GenerationContext"),
-    *(Attr(S, f"GenerationContext.{name}", instance=True) for name in (
-        "prompt", "prompt_cache_count", "tool_parser", "text_sm", "initial_state",
-        "_should_stop")),
+    *(
+        Attr(S, f"GenerationContext.{name}", instance=True)
+        for name in (
+            "prompt",
+            "prompt_cache_count",
+            "tool_parser",
+            "text_sm",
+            "initial_state",
+            "_should_stop",
+        )
+    ),
     Call(S, "GenerationContext.stop"),
     Attr(S, "Response.text", instance=True),
     Attr(S, "Response.finish_reason", instance=True),
@@ -253,37 +335,52 @@ CONTRACT: tuple[Any, ...] = (
     # adapter/patches.py: the two module globals
     Global(S, "stream_generate", caller="ResponseGenerator._serve_single"),
     Attr(G, "GenerationResponse.logprobs", instance=True),
-    Uses(S, "ResponseGenerator._serve_single", "gen.logprobs[gen.token].item()",
-         "_NoLogprob stands in for exactly that use of a token's logprobs"),
-    Global(S, "_make_logits_processors", caller="ResponseGenerator._serve_single",
-           args=("args",)),
+    Uses(
+        S,
+        "ResponseGenerator._serve_single",
+        "gen.logprobs[gen.token].item()",
+        "_NoLogprob stands in for exactly that use of a token's logprobs",
+    ),
+    Global(S, "_make_logits_processors", caller="ResponseGenerator._serve_single", args=("args",)),
     Global(S, "_make_logits_processors", caller="ResponseGenerator._generate", args=("args",)),
     # adapter/kv.py: the KV cache
     Call(C, "QuantizedKVCache", kwargs=("group_size", "bits")),
     Call(C, "QuantizedKVCache.update_and_fetch", args=("keys", "values")),
     Attr(C, "KVCache"),
-    *(Attr(C, f"{cls}.{name}", instance=True) for cls in ("KVCache", "QuantizedKVCache")
-      for name in ("keys", "values", "offset")),
+    *(
+        Attr(C, f"{cls}.{name}", instance=True)
+        for cls in ("KVCache", "QuantizedKVCache")
+        for name in ("keys", "values", "offset")
+    ),
     Attr(C, "KVCache.state"),
     Attr(C, "KVCache.nbytes"),
     Call(C, "can_trim_prompt_cache", args=("cache",)),
     Call(C, "trim_prompt_cache", args=("cache", "num_tokens")),
     Call(C, "load_prompt_cache", args=("file_name",), kwargs=("return_metadata",)),
     Call(C, "save_prompt_cache", args=("file_name", "cache", "metadata")),
-    Call(B, "scaled_dot_product_attention", args=("queries", "keys", "values"),
-         kwargs=("cache", "scale", "mask")),
+    Call(
+        B,
+        "scaled_dot_product_attention",
+        args=("queries", "keys", "values"),
+        kwargs=("cache", "scale", "mask"),
+    ),
     # adapter/models.py: loading, sampling, converting (DEFAULT_ALLOW_PATTERNS
     # is left out: allow_patterns() falls back to the 0.32 list without it)
     Call("mlx_lm", "load", args=("path_or_hf_repo",)),
     Call("mlx_lm", "generate", args=("model", "tokenizer"), kwargs=("prompt", "max_tokens")),
-    Call("mlx_lm.convert", "convert", args=("hf_path", "mlx_path"),
-         kwargs=("quantize", "q_bits", "q_group_size")),
+    Call(
+        "mlx_lm.convert",
+        "convert",
+        args=("hf_path", "mlx_path"),
+        kwargs=("quantize", "q_bits", "q_group_size"),
+    ),
     Call("mlx_lm.utils", "_get_classes", args=("config",)),
 )
 
 
-def problems(contract: tuple[Any, ...] = CONTRACT,
-             load: Importer = importlib.import_module) -> list[str]:
+def problems(
+    contract: tuple[Any, ...] = CONTRACT, load: Importer = importlib.import_module
+) -> list[str]:
     """One sentence per upstream name or signature the adapter relies on
     that the importable mlx-lm no longer has; [] when all are there."""
     found: list[str] = []
@@ -305,8 +402,11 @@ def main() -> int:
     if not found:
         print(f"mlx-lm {version}: every name the adapter uses is present")
         return 0
-    print(f"mlx-lm {version}: {len(found)} name(s) the adapter uses moved "
-          "(mlx_native_server/adapter/ must follow):", file=sys.stderr)
+    print(
+        f"mlx-lm {version}: {len(found)} name(s) the adapter uses moved "
+        "(mlx_native_server/adapter/ must follow):",
+        file=sys.stderr,
+    )
     for problem in found:
         print(f"  {problem}", file=sys.stderr)
     return 1

@@ -20,8 +20,15 @@ from mlx_lm.models.cache import (
     trim_prompt_cache,
 )
 
-__all__ = ["KVCache", "QuantizedKVCache", "can_trim_prompt_cache", "kv_quantization_works",
-           "load_prompt_cache", "save_prompt_cache", "trim_prompt_cache"]
+__all__ = [
+    "KVCache",
+    "QuantizedKVCache",
+    "can_trim_prompt_cache",
+    "kv_quantization_works",
+    "load_prompt_cache",
+    "save_prompt_cache",
+    "trim_prompt_cache",
+]
 
 log = logging.getLogger("mlx_native_server.adapter.kv")
 

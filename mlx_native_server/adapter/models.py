@@ -11,8 +11,17 @@ from typing import Any
 
 # The file patterns mlx-lm 0.32 downloads with, for when `allow_patterns`
 # cannot read mlx-lm's own list (it moved, or mlx-lm is not importable).
-FALLBACK_ALLOW_PATTERNS = ["*.json", "model*.safetensors", "*.py", "tokenizer.model", "*.tiktoken",
-                           "tiktoken.model", "*.txt", "*.jsonl", "*.jinja"]
+FALLBACK_ALLOW_PATTERNS = [
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+]
 
 
 def version() -> str:
@@ -56,6 +65,7 @@ def sample(path: str, max_tokens: int) -> str:
     model, tokenizer = load(path)[:2]  # (model, tokenizer), as return_config is off
     prompt = "Hello"
     if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}],
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Hello"}], add_generation_prompt=True
+        )
     return generate(model, tokenizer, prompt=prompt, max_tokens=max_tokens)

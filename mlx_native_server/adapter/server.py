@@ -154,13 +154,21 @@ def _arguments(r):
     args = upstream.GenerationArguments(
         model=upstream.ModelDescription(model=DEFAULT_MODEL, draft=DEFAULT_MODEL, adapter=None),
         sampling=upstream.SamplingArguments(
-            temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, min_p=r.min_p,
-            xtc_probability=0.0, xtc_threshold=0.0,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            min_p=r.min_p,
+            xtc_probability=0.0,
+            xtc_threshold=0.0,
         ),
         logits=upstream.LogitsProcessorArguments(
-            logit_bias=None, repetition_penalty=0.0, repetition_context_size=20,
-            presence_penalty=0.0, presence_context_size=20,
-            frequency_penalty=0.0, frequency_context_size=20,
+            logit_bias=None,
+            repetition_penalty=0.0,
+            repetition_context_size=20,
+            presence_penalty=0.0,
+            presence_context_size=20,
+            frequency_penalty=0.0,
+            frequency_context_size=20,
         ),
         stop_words=list(r.stop),
         max_tokens=r.max_tokens,
@@ -175,7 +183,6 @@ def _arguments(r):
     return args
 
 
-
 class Upstream:
     """mlx-lm's engine for the configured model: its ModelProvider and a
     generation thread (batching, prompt cache, distributed ranks), fed
@@ -185,8 +192,13 @@ class Upstream:
     thread once a request's prompt is tokenized; it may raise to refuse it.
     """
 
-    def __init__(self, settings, kv_bits: int | None, prompt_cache,
-                 admit: Callable[[int, int], int] | None = None):
+    def __init__(
+        self,
+        settings,
+        kv_bits: int | None,
+        prompt_cache,
+        admit: Callable[[int, int], int] | None = None,
+    ):
         self._provider = upstream.ModelProvider(cli_args=_cli_args(settings, kv_bits))
         self._gen = _Generator(model_provider=self._provider, prompt_cache=prompt_cache)
         self._gen.admit = admit
@@ -213,8 +225,11 @@ class Upstream:
         tokenizer: Any = self._provider.tokenizer
         try:
             prompt = tokenizer.apply_chat_template(
-                request.messages, tools=request.tools, add_generation_prompt=True,
-                tokenize=True, **(request.chat_template_kwargs or {}),
+                request.messages,
+                tools=request.tools,
+                add_generation_prompt=True,
+                tokenize=True,
+                **(request.chat_template_kwargs or {}),
             )
         except Exception as e:
             raise ConversationRefused(str(e)) from e
@@ -224,13 +239,17 @@ class Upstream:
         """Test hooks: a request with a script gets the logits processors
         `make(script, encode, eos_id)` returns (`encode`: the tokenizer's,
         without special tokens)."""
+
         def extra(args) -> list:
             script = getattr(args, "script", None)
             if script is None:
                 return []
             tokenizer: Any = self._provider.tokenizer
-            return make(script, lambda text: tokenizer.encode(text, add_special_tokens=False),
-                        tokenizer.eos_token_id)
+            return make(
+                script,
+                lambda text: tokenizer.encode(text, add_special_tokens=False),
+                tokenizer.eos_token_id,
+            )
 
         install_logits_hook(extra)
 
@@ -242,8 +261,12 @@ class Upstream:
         (and stopped once the engine reaches it). Raises EngineUnavailable
         if the generation thread has died, or the engine's own error."""
         completion = upstream.CompletionRequest(
-            request_type="chat", prompt="", messages=request.messages,
-            tools=request.tools or None, role_mapping=None)
+            request_type="chat",
+            prompt="",
+            messages=request.messages,
+            tools=request.tools or None,
+            role_mapping=None,
+        )
         # An attribute upstream does not know, read back in _Generator._tokenize.
         completion.cache_ticket = ticket  # type: ignore[attr-defined]
         try:

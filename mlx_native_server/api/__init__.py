@@ -1,1 +1,3 @@
-"""The three APIs (OpenAI chat, Anthropic messages, OpenAI responses): parsers, translators and event encoders over one front-end skeleton (`streaming`)."""
+"""The three APIs (OpenAI chat, Anthropic messages, OpenAI responses): parsers,
+translators and event encoders over one front-end skeleton (`streaming`).
+"""

@@ -20,10 +20,16 @@ _ANTHROPIC_TYPES = {
     "timeout_error": "timeout_error",
 }
 # Anthropic names its error types by status; these win over the mapping above.
-_ANTHROPIC_BY_STATUS = {401: "authentication_error", 403: "permission_error",
-                        404: "not_found_error", 413: "request_too_large",
-                        429: "rate_limit_error", 500: "api_error", 503: "api_error",
-                        529: "overloaded_error"}
+_ANTHROPIC_BY_STATUS = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
 
 
 def flavor_of(path: str) -> str:
@@ -34,9 +40,15 @@ def flavor_of(path: str) -> str:
 class ApiError(Exception):
     """An error answered to the client with `status` (never a traceback)."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -55,8 +67,11 @@ def error_body(error: ApiError, flavor: str) -> dict[str, Any]:
     if flavor == "anthropic":
         return {
             "type": "error",
-            "error": {"type": _ANTHROPIC_BY_STATUS.get(error.status) or _ANTHROPIC_TYPES.get(error.type, error.type),
-                      "message": error.message},
+            "error": {
+                "type": _ANTHROPIC_BY_STATUS.get(error.status)
+                or _ANTHROPIC_TYPES.get(error.type, error.type),
+                "message": error.message,
+            },
         }
     return {
         "error": {
@@ -83,8 +98,16 @@ def context_overflow(limit: int, prompt_tokens: int, flavor: str) -> ApiError:
 
 # Light type checks used by every front end.
 
-def expect(body: dict, name: str, types: type | tuple, *, required: bool = False,
-           default: Any = None, where: str = "") -> Any:
+
+def expect(
+    body: dict,
+    name: str,
+    types: type | tuple,
+    *,
+    required: bool = False,
+    default: Any = None,
+    where: str = "",
+) -> Any:
     """body[name] if it has one of `types`, else a 400 naming the field."""
     if name not in body or body[name] is None:
         if required:
@@ -98,12 +121,20 @@ def expect(body: dict, name: str, types: type | tuple, *, required: bool = False
         ok = isinstance(value, types)
     if not ok:
         names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-        raise bad_request(f"'{where}{name}' must be {names}, got {type(value).__name__}.", param=name)
+        raise bad_request(
+            f"'{where}{name}' must be {names}, got {type(value).__name__}.", param=name
+        )
     return value
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-               list: "an array", dict: "an object"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+}
 
 
 def optional_array(value: Any, name: str) -> list | None:
@@ -115,7 +146,9 @@ def optional_array(value: Any, name: str) -> list | None:
     return value
 
 
-def expect_number(body: dict, name: str, *, low: float | None = None, high: float | None = None) -> float | None:
+def expect_number(
+    body: dict, name: str, *, low: float | None = None, high: float | None = None
+) -> float | None:
     value = expect(body, name, (int, float))
     if value is None:
         return None

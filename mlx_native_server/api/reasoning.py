@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import bad_request
 from .prompt_normalize import clean_messages
@@ -21,8 +22,14 @@ _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
-def join_content(content: Any, where: str, part_text: Callable[[Any, str], str], *,
-                 sep: str = "", noun: str = "text parts") -> str:
+def join_content(
+    content: Any,
+    where: str,
+    part_text: Callable[[Any, str], str],
+    *,
+    sep: str = "",
+    noun: str = "text parts",
+) -> str:
     """Content that is a string, null or a list of parts, as one string.
     `part_text(part, where)` gives a part's text or raises a 400; every API
     front end shares this, each with its own kinds of part."""
@@ -65,7 +72,7 @@ def split_inline_think(content: str) -> tuple[str | None, str]:
     m = _THINK.match(content)
     if not m:
         return None, content
-    return m.group(1).strip("\n"), content[m.end():]
+    return m.group(1).strip("\n"), content[m.end() :]
 
 
 def _arguments(raw: Any, where: str) -> dict:
@@ -91,12 +98,18 @@ def _tool_calls(calls: Any, where: str) -> list[dict]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise bad_request(f"'{where}[{i}].function.name' is required.")
-        out.append({
-            "id": call.get("id") or f"call_{i}",
-            "type": "function",
-            "function": {"name": fn["name"],
-                         "arguments": _arguments(fn.get("arguments"), f"{where}[{i}].function.arguments")},
-        })
+        out.append(
+            {
+                "id": call.get("id") or f"call_{i}",
+                "type": "function",
+                "function": {
+                    "name": fn["name"],
+                    "arguments": _arguments(
+                        fn.get("arguments"), f"{where}[{i}].function.arguments"
+                    ),
+                },
+            }
+        )
     return out
 
 

@@ -26,12 +26,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
-from .errors import ApiError, error_body
 from ..engine.generation import Generation
 from ..engine.types import ChatRequest, Delta, PrefillCancelled
+from .errors import ApiError, error_body
 
 log = logging.getLogger("mlx_native_server.http")
 
@@ -188,8 +189,9 @@ class Exchange:
         except Exception as e:  # an engine failure fails this request only
             log.exception("generation failed")
             self.app.engine.recover()
-            self.channel.put(Failed(ApiError(500, f"Generation failed: {type(e).__name__}: {e}",
-                                             "server_error")))
+            self.channel.put(
+                Failed(ApiError(500, f"Generation failed: {type(e).__name__}: {e}", "server_error"))
+            )
         finally:
             gen.cancel()  # a no-op once finished; stops the engine if we bailed out
             self.app.finish(self)
@@ -331,9 +333,17 @@ class _Writer:
         if not self.opened:
             self.opened = True
             self._flusher = self._loop.call_later(FLUSH_SECONDS, self._flush_tick)
-            await self._send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
+            await self._send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
         await self._send({"type": "http.response.body", "body": data, "more_body": more})
         self._last_write = self._loop.time()
 
@@ -341,8 +351,12 @@ class _Writer:
         if isinstance(item, Failed):
             e = item.error
             status, obj, extra = e.status, error_body(e, self.ex.fe.flavor), e.headers
-            log.log(logging.ERROR if status >= 500 else logging.INFO, "generation request -> %d %s",
-                    status, e.message)
+            log.log(
+                logging.ERROR if status >= 500 else logging.INFO,
+                "generation request -> %d %s",
+                status,
+                e.message,
+            )
         else:
             status, obj, extra = 200, item.obj, {}
         await send_json(self._send, status, obj, encode_headers(extra))
@@ -355,7 +369,15 @@ def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
 async def send_json(send, status: int, obj: Any, headers: list | None = None) -> None:
     """A whole JSON response through an ASGI `send`."""
     data = json.dumps(obj, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

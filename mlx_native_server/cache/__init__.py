@@ -1,1 +1,3 @@
-"""The session-aware prompt cache: the in-memory store, its eviction policy, the disk tier and the model fingerprint."""
+"""The session-aware prompt cache: the in-memory store, its eviction policy,
+the disk tier and the model fingerprint.
+"""

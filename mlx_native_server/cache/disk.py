@@ -109,8 +109,13 @@ def _compact(layer):
 class DiskTier:
     """Entries of one model under `root`; thread-safe."""
 
-    def __init__(self, root: Path, compat: Mapping[str, str], max_bytes: int,
-                 short_tokens: int = policy.DEFAULT_SHORT_TOKENS):
+    def __init__(
+        self,
+        root: Path,
+        compat: Mapping[str, str],
+        max_bytes: int,
+        short_tokens: int = policy.DEFAULT_SHORT_TOKENS,
+    ):
         self.root = Path(root)
         self.compat = {"mns_format": FORMAT, **{k: str(v) for k, v in compat.items()}}
         self.max_bytes = max_bytes
@@ -119,8 +124,11 @@ class DiskTier:
         self.counters = {"writes": 0, "loads": 0, "load_seconds": 0.0, "removed_corrupt": 0}
         self._lock = threading.Lock()
         if not filemodes.private_dir(self.root, tighten_existing=True):
-            log.warning("prompt cache directory %s cannot be made 0700 (not yours?); other "
-                        "users can list it, though its files stay 0600", self.root)
+            log.warning(
+                "prompt cache directory %s cannot be made 0700 (not yours?); other "
+                "users can list it, though its files stay 0600",
+                self.root,
+            )
         self.scan()
 
     # ---- index ---------------------------------------------------------
@@ -138,8 +146,9 @@ class DiskTier:
         with self._lock:
             self.entries = entries
         usable = sum(e.compatible for e in entries.values())
-        log.info("prompt cache on disk: %d usable entries of %d in %s",
-                 usable, len(entries), self.root)
+        log.info(
+            "prompt cache on disk: %d usable entries of %d in %s", usable, len(entries), self.root
+        )
 
     def _read_entry(self, path: Path) -> DiskEntry | None:
         try:
@@ -152,8 +161,15 @@ class DiskTier:
         except (CorruptEntry, KeyError, ValueError, OSError) as e:
             self._discard(path, e)
             return None
-        return DiskEntry(path, tokens, st.st_size, st.st_mtime, meta.get("session") or None,
-                         meta.get("trimmable") == "1", compatible)
+        return DiskEntry(
+            path,
+            tokens,
+            st.st_size,
+            st.st_mtime,
+            meta.get("session") or None,
+            meta.get("trimmable") == "1",
+            compatible,
+        )
 
     def _discard(self, path: Path, why: Any) -> None:
         log.warning("prompt cache file %s is unreadable (%s); removing it", path, why)
@@ -223,9 +239,14 @@ class DiskTier:
         path = self.path_for(tokens)
         tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}{SUFFIX}")
         trimmable = can_trim_prompt_cache(cache)
-        meta = {**self.compat, "tokens": encode_tokens(tokens), "n_tokens": str(len(tokens)),
-                "session": session or "", "trimmable": "1" if trimmable else "0",
-                "created": str(time.time())}
+        meta = {
+            **self.compat,
+            "tokens": encode_tokens(tokens),
+            "n_tokens": str(len(tokens)),
+            "session": session or "",
+            "trimmable": "1" if trimmable else "0",
+            "created": str(time.time()),
+        }
         try:
             # Created 0600 before mlx writes into it: mlx truncates the file in
             # place, which keeps the mode; the chmod guards a writer that replaces it.
@@ -240,8 +261,15 @@ class DiskTier:
             log.warning("cannot write prompt cache entry %s: %s", path, e)
             tmp.unlink(missing_ok=True)
             return False
-        entry = DiskEntry(path, np.asarray(tokens, np.int64), path.stat().st_size,
-                          time.time(), session, trimmable, True)
+        entry = DiskEntry(
+            path,
+            np.asarray(tokens, np.int64),
+            path.stat().st_size,
+            time.time(),
+            session,
+            trimmable,
+            True,
+        )
         with self._lock:
             self.entries[path] = entry
         self.counters["writes"] += 1
@@ -256,15 +284,20 @@ class DiskTier:
         for e in others:
             common = policy.common_prefix(e.tokens, new.tokens)
             if common == e.n_tokens or policy.superseded_by(
-                    e.session, new.session, e.n_tokens, common, self.short_tokens):
+                e.session, new.session, e.n_tokens, common, self.short_tokens
+            ):
                 self._remove(e)
 
     def enforce_cap(self) -> None:
         """Evict until the directory fits max_bytes: other models' files first."""
         with self._lock:
             entries = list(self.entries.values())
-        views = [policy.Entry(e.path, e.n_tokens, e.nbytes, e.last_used, e.session,
-                              superseded=not e.compatible) for e in entries]
+        views = [
+            policy.Entry(
+                e.path, e.n_tokens, e.nbytes, e.last_used, e.session, superseded=not e.compatible
+            )
+            for e in entries
+        ]
         limits = policy.Limits(1 << 62, self.max_bytes, self.short_tokens)
         by_path = {e.path: e for e in entries}
         for key in policy.victims(views, limits):
@@ -282,8 +315,11 @@ class DiskTier:
         with self._lock:
             entries = list(self.entries.values())
         ours = [e for e in entries if e.compatible]
-        return {"dir": str(self.root), "entries": len(ours),
-                "bytes": sum(e.nbytes for e in entries), "max_bytes": self.max_bytes,
-                "foreign_entries": len(entries) - len(ours),
-                **{k: round(v, 3) if isinstance(v, float) else v
-                   for k, v in self.counters.items()}}
+        return {
+            "dir": str(self.root),
+            "entries": len(ours),
+            "bytes": sum(e.nbytes for e in entries),
+            "max_bytes": self.max_bytes,
+            "foreign_entries": len(entries) - len(ours),
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in self.counters.items()},
+        }

@@ -16,8 +16,13 @@ from pathlib import Path
 
 SAMPLE_BYTES = 1 << 20  # 1 MiB from the start, middle and end of each weight file
 WHOLE_FILES = (
-    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "chat_template.jinja", "chat_template.json", "generation_config.json",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
     "model.safetensors.index.json",
 )
 

@@ -19,8 +19,8 @@ longest usable prefix, whatever the hint says.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -96,7 +96,9 @@ def rank(entry: Entry, short_tokens: int) -> int:
     return LONG
 
 
-def eviction_order(entries: Iterable[Entry], short_tokens: int = DEFAULT_SHORT_TOKENS) -> list[Entry]:
+def eviction_order(
+    entries: Iterable[Entry], short_tokens: int = DEFAULT_SHORT_TOKENS
+) -> list[Entry]:
     """Entries, the first to evict first: by class, then least recently used."""
     return sorted(entries, key=lambda e: (rank(e, short_tokens), e.last_used))
 
@@ -116,8 +118,13 @@ def victims(entries: Iterable[Entry], limits: Limits) -> list[Hashable]:
     return out
 
 
-def superseded_by(old_session: str | None, new_session: str | None, old_tokens: int,
-                  common: int, short_tokens: int = DEFAULT_SHORT_TOKENS) -> bool:
+def superseded_by(
+    old_session: str | None,
+    new_session: str | None,
+    old_tokens: int,
+    common: int,
+    short_tokens: int = DEFAULT_SHORT_TOKENS,
+) -> bool:
     """Whether a newer entry replaces an older one that shares `common` tokens.
 
     Each agent turn re-renders the previous reply (MiniMax's template drops old
@@ -140,8 +147,9 @@ def spill_to_disk(entry: Entry) -> bool:
     return not entry.superseded
 
 
-def choose_source(memory_tokens: int, disk_tokens: int,
-                  min_gain: int = DEFAULT_DISK_MIN_GAIN) -> str:
+def choose_source(
+    memory_tokens: int, disk_tokens: int, min_gain: int = DEFAULT_DISK_MIN_GAIN
+) -> str:
     """'memory', 'disk' or 'none': where the prompt's KV state comes from."""
     if disk_tokens > 0 and disk_tokens >= memory_tokens + min_gain:
         return "disk"

@@ -83,15 +83,26 @@ def _offset(cache: list) -> int | None:
 class PromptCacheStore:
     """Memory entries under `max_entries` and `max_bytes`, spilling to `disk`."""
 
-    def __init__(self, max_entries: int, max_bytes: int, disk: DiskTier | None = None,
-                 short_tokens: int = policy.DEFAULT_SHORT_TOKENS,
-                 disk_min_gain: int = policy.DEFAULT_DISK_MIN_GAIN):
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        disk: DiskTier | None = None,
+        short_tokens: int = policy.DEFAULT_SHORT_TOKENS,
+        disk_min_gain: int = policy.DEFAULT_DISK_MIN_GAIN,
+    ):
         self.limits = policy.Limits(max_entries, max_bytes, short_tokens)
         self.disk = disk
         self.disk_min_gain = disk_min_gain
         self.items: dict[int, _Item] = {}
-        self.counters = {"memory_hits": 0, "disk_hits": 0, "misses": 0,
-                         "reused_tokens": 0, "evicted": 0, "spilled": 0}
+        self.counters = {
+            "memory_hits": 0,
+            "disk_hits": 0,
+            "misses": 0,
+            "reused_tokens": 0,
+            "evicted": 0,
+            "spilled": 0,
+        }
         self._ids = itertools.count()
         self._tick = itertools.count(1)
         self._ticket = Ticket()
@@ -125,7 +136,8 @@ class PromptCacheStore:
         prompt = np.asarray(tokens, dtype=np.int64)
         item, mem_usable, mem_common = self._best_in_memory(model, prompt)
         disk_entry, disk_usable, disk_common = (
-            self.disk.best(prompt) if self.disk is not None else (None, 0, 0))
+            self.disk.best(prompt) if self.disk is not None else (None, 0, 0)
+        )
         source = policy.choose_source(mem_usable, disk_usable, self.disk_min_gain)
         lookup = Lookup(prompt_tokens=len(tokens))
         cache = None
@@ -155,8 +167,9 @@ class PromptCacheStore:
         self._ticket.lookup = lookup
         return cache, tokens[usable:]
 
-    def insert_cache(self, model: Any, tokens: list[int], prompt_cache: list, *,
-                     cache_type: str = "assistant") -> None:
+    def insert_cache(
+        self, model: Any, tokens: list[int], prompt_cache: list, *, cache_type: str = "assistant"
+    ) -> None:
         """Keep a KV state for `tokens`; evict by the policy to stay in the limits."""
         tokens = list(tokens)
         offset = _offset(prompt_cache)
@@ -166,9 +179,16 @@ class PromptCacheStore:
             trim_prompt_cache(prompt_cache, offset - len(tokens))
         mx.eval([c.state for c in prompt_cache])
         session = self._ticket.session
-        new = _Item(model, np.asarray(tokens, dtype=np.int64), prompt_cache,
-                    sum(c.nbytes for c in prompt_cache), cache_type, session,
-                    next(self._tick), trimmable=can_trim_prompt_cache(prompt_cache))
+        new = _Item(
+            model,
+            np.asarray(tokens, dtype=np.int64),
+            prompt_cache,
+            sum(c.nbytes for c in prompt_cache),
+            cache_type,
+            session,
+            next(self._tick),
+            trimmable=can_trim_prompt_cache(prompt_cache),
+        )
         with self._lock:
             self._absorb(new)
             self.items[next(self._ids)] = new
@@ -179,7 +199,8 @@ class PromptCacheStore:
         limits = policy.Limits(
             self.limits.max_entries if n_sequences is None else max(0, n_sequences),
             self.limits.max_bytes if n_bytes is None else max(0, n_bytes),
-            self.limits.short_tokens)
+            self.limits.short_tokens,
+        )
         with self._lock:
             evicted = self._evict(limits)
         self._spill(evicted)
@@ -195,8 +216,9 @@ class PromptCacheStore:
             return 0
         with self._lock:
             target = max(0, self.nbytes - nbytes)
-            evicted = self._evict(policy.Limits(self.limits.max_entries, target,
-                                                self.limits.short_tokens))
+            evicted = self._evict(
+                policy.Limits(self.limits.max_entries, target, self.limits.short_tokens)
+            )
         self._spill(evicted)
         return sum(i.nbytes for i in evicted)
 
@@ -215,9 +237,14 @@ class PromptCacheStore:
         """Entries, bytes, hits and misses, for GET /status."""
         with self._lock:
             items = list(self.items.values())
-        out = {"entries": len(items), "bytes": sum(i.nbytes for i in items),
-               "max_entries": self.limits.max_entries, "max_bytes": self.limits.max_bytes,
-               "tokens": sum(len(i.tokens) for i in items), **self.counters}
+        out = {
+            "entries": len(items),
+            "bytes": sum(i.nbytes for i in items),
+            "max_entries": self.limits.max_entries,
+            "max_bytes": self.limits.max_bytes,
+            "tokens": sum(len(i.tokens) for i in items),
+            **self.counters,
+        }
         out["disk"] = self.disk.stats() if self.disk is not None else None
         return out
 
@@ -242,21 +269,25 @@ class PromptCacheStore:
             common = policy.common_prefix(old.tokens, new.tokens)
             if common == len(old.tokens) and new.trimmable:
                 del self.items[key]  # a prefix: the new entry serves all of it
-            elif policy.superseded_by(old.session, new.session, len(old.tokens), common,
-                                      self.limits.short_tokens):
+            elif policy.superseded_by(
+                old.session, new.session, len(old.tokens), common, self.limits.short_tokens
+            ):
                 old.superseded = True
 
     def _evict(self, limits: policy.Limits) -> list[_Item]:
-        views = [policy.Entry(k, len(i.tokens), i.nbytes, i.last_used, i.session, i.superseded)
-                 for k, i in self.items.items()]
+        views = [
+            policy.Entry(k, len(i.tokens), i.nbytes, i.last_used, i.session, i.superseded)
+            for k, i in self.items.items()
+        ]
         evicted = [self.items.pop(k) for k in policy.victims(views, limits)]
         self.counters["evicted"] += len(evicted)
         return evicted
 
     def _spill(self, evicted: list[_Item]) -> None:
         for item in evicted:
-            view = policy.Entry(0, len(item.tokens), item.nbytes, item.last_used,
-                                item.session, item.superseded)
+            view = policy.Entry(
+                0, len(item.tokens), item.nbytes, item.last_used, item.session, item.superseded
+            )
             if policy.spill_to_disk(view) and not item.on_disk and self._write(item):
                 self.counters["spilled"] += 1
 
@@ -268,20 +299,26 @@ class PromptCacheStore:
         return ok
 
 
-def make_prompt_cache_store(settings, *, kv_bits: int | None = None,
-                            mlx_lm_version: str = "", distributed: bool = False
-                            ) -> PromptCacheStore:
+def make_prompt_cache_store(
+    settings, *, kv_bits: int | None = None, mlx_lm_version: str = "", distributed: bool = False
+) -> PromptCacheStore:
     """The prompt cache for this configuration: memory limits, and the disk
     tier unless it is off or the model runs on several ranks (each rank
     holds a shard of the KV state)."""
     disk = None
     if settings.prompt_cache_disk and not distributed:
-        disk = _disk_tier(settings, {
-            "kv_bits": kv_bits or 0, "kv_group_size": settings.kv_group_size,
-            "quantized_kv_start": settings.quantized_kv_start, "mlx_lm_version": mlx_lm_version,
-        })
-    return PromptCacheStore(settings.prompt_cache_size,
-                            settings.prompt_cache_bytes or (1 << 62), disk)
+        disk = _disk_tier(
+            settings,
+            {
+                "kv_bits": kv_bits or 0,
+                "kv_group_size": settings.kv_group_size,
+                "quantized_kv_start": settings.quantized_kv_start,
+                "mlx_lm_version": mlx_lm_version,
+            },
+        )
+    return PromptCacheStore(
+        settings.prompt_cache_size, settings.prompt_cache_bytes or (1 << 62), disk
+    )
 
 
 def cache_dir(settings) -> Path:
@@ -297,6 +334,9 @@ def _disk_tier(settings, kv: dict) -> DiskTier | None:
         compat = {"fingerprint": model_fingerprint(settings.model_path), **kv}
         return DiskTier(root, compat, settings.prompt_cache_disk_bytes)
     except OSError as e:
-        log.warning("prompt cache: no disk tier (%s); set prompt_cache_dir to a "
-                    "writable directory or prompt_cache_disk = false", e)
+        log.warning(
+            "prompt cache: no disk tier (%s); set prompt_cache_dir to a "
+            "writable directory or prompt_cache_disk = false",
+            e,
+        )
         return None

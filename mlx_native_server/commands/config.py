@@ -10,12 +10,18 @@ from ..core.errors import reported
 
 @reported
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mlx_native_server config",
-                                description="Print the effective configuration and where each value came from.")
-    p.add_argument("--example", action="store_true",
-                   help="print the documented example config file (server.toml) instead")
-    p.add_argument("--markdown", action="store_true",
-                   help="print the README's configuration table instead")
+    p = argparse.ArgumentParser(
+        prog="mlx_native_server config",
+        description="Print the effective configuration and where each value came from.",
+    )
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print the documented example config file (server.toml) instead",
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the README's configuration table instead"
+    )
     config.add_flags(p)
     args = p.parse_args(argv)
     if args.markdown:

@@ -29,25 +29,46 @@ that points the server at it."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="./convert-model.sh", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="./convert-model.sh",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("source", metavar="SOURCE", help="Hugging Face repo id or local directory")
-    p.add_argument("--bits", type=int, choices=(4, 6, 8),
-                   help=f"bits per weight (default: {DEFAULT_BITS}; an MLX source keeps its own, "
-                        "and a --bits that differs is refused)")
-    p.add_argument("--group-size", type=int, choices=(32, 64, 128),
-                   help=f"weights per quantization group (default: {DEFAULT_GROUP_SIZE}; an MLX "
-                        "source keeps its own)")
-    p.add_argument("--name", help="output name: the part before -MLX-<bits>bit for a conversion, "
-                                  "the whole directory name for an MLX source (default: the "
-                                  "last part of SOURCE)")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing output directory (only once the new one is complete)")
+    p.add_argument(
+        "--bits",
+        type=int,
+        choices=(4, 6, 8),
+        help=f"bits per weight (default: {DEFAULT_BITS}; an MLX source keeps its own, "
+        "and a --bits that differs is refused)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        choices=(32, 64, 128),
+        help=f"weights per quantization group (default: {DEFAULT_GROUP_SIZE}; an MLX "
+        "source keeps its own)",
+    )
+    p.add_argument(
+        "--name",
+        help="output name: the part before -MLX-<bits>bit for a conversion, "
+        "the whole directory name for an MLX source (default: the "
+        "last part of SOURCE)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output directory (only once the new one is complete)",
+    )
     p.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip loading the result and generating a few tokens, and for an MLX "
-                        "source the memory check (for preparing a model on a machine too "
-                        "small to run it)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip loading the result and generating a few tokens, and for an MLX "
+        "source the memory check (for preparing a model on a machine too "
+        "small to run it)",
+    )
     return p
 
 
@@ -58,8 +79,16 @@ def settings_from(argv: list[str], paths: Paths | None = None) -> ConvertSetting
     name = args.name or model_source.default_name(args.source)
     if not name or "/" in name or name.startswith("."):
         raise UserError(f"--name '{name}' is not a plain directory name; pick one without '/'.")
-    return ConvertSettings(args.source, args.bits, args.group_size, name, args.force,
-                           args.verify, args.revision, paths or Paths.from_env())
+    return ConvertSettings(
+        args.source,
+        args.bits,
+        args.group_size,
+        name,
+        args.force,
+        args.verify,
+        args.revision,
+        paths or Paths.from_env(),
+    )
 
 
 @reported

@@ -10,10 +10,14 @@ from ..models import demo as demo_model
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mlx_native_server demo",
-                                description=demo_model.BANNER)
-    p.add_argument("--path", help="where to write it (default: local-models/demo; "
-                   "a relative path is taken from the project home)")
+    p = argparse.ArgumentParser(
+        prog="python -m mlx_native_server demo", description=demo_model.BANNER
+    )
+    p.add_argument(
+        "--path",
+        help="where to write it (default: local-models/demo; "
+        "a relative path is taken from the project home)",
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
     p.add_argument("--seed", type=int, default=0, help="seed for the random weights")
     return p

@@ -16,12 +16,16 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="install-service.sh",
         description="Install the server as a login service (launchd on macOS, a systemd "
-                    "user unit on Linux) and start it. It starts at login, restarts after "
-                    "a crash, and stays stopped after ./stop-server.sh. Flags given here "
-                    "are recorded in the service; everything else comes from server.toml "
-                    "when the service starts. Running it again replaces the service.")
-    p.add_argument("--print", action="store_true",
-                   help="print the plist or unit that would be installed, then exit")
+        "user unit on Linux) and start it. It starts at login, restarts after "
+        "a crash, and stays stopped after ./stop-server.sh. Flags given here "
+        "are recorded in the service; everything else comes from server.toml "
+        "when the service starts. Running it again replaces the service.",
+    )
+    p.add_argument(
+        "--print",
+        action="store_true",
+        help="print the plist or unit that would be installed, then exit",
+    )
     config.add_flags(p)
     return p
 

@@ -33,28 +33,55 @@ examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="./setup-mlx-lm-repo.sh", description=DESCRIPTION,
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="./setup-mlx-lm-repo.sh",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     action = p.add_mutually_exclusive_group()
-    action.add_argument("--check", nargs="?", const="", metavar="VERSION",
-                        help="apply the series to VERSION (or to --git URL --ref REF) in a "
-                             "scratch tree and report each patch; installs nothing")
-    action.add_argument("--status", action="store_true",
-                        help="say which mlx-lm is installed, from where, with which patches")
-    action.add_argument("--reset", action="store_true",
-                        help="reinstall the release wheel pinned in pyproject.toml")
+    action.add_argument(
+        "--check",
+        nargs="?",
+        const="",
+        metavar="VERSION",
+        help="apply the series to VERSION (or to --git URL --ref REF) in a "
+        "scratch tree and report each patch; installs nothing",
+    )
+    action.add_argument(
+        "--status",
+        action="store_true",
+        help="say which mlx-lm is installed, from where, with which patches",
+    )
+    action.add_argument(
+        "--reset", action="store_true", help="reinstall the release wheel pinned in pyproject.toml"
+    )
     src = p.add_argument_group("source (default: the PyPI sdist of the pinned version)")
     src.add_argument("--version", help="an mlx-lm release on PyPI, e.g. 0.32.2")
-    src.add_argument("--git", metavar="URL", help="a git repository, e.g. "
-                     "https://github.com/ml-explore/mlx-lm (or a local path)")
+    src.add_argument(
+        "--git",
+        metavar="URL",
+        help="a git repository, e.g. https://github.com/ml-explore/mlx-lm (or a local path)",
+    )
     src.add_argument("--ref", help="branch, tag or commit with --git (default: main)")
-    p.add_argument("--patches", type=Path, metavar="DIR",
-                   help="the patch queue directory (default: patches/ of this project)")
-    p.add_argument("--keep", type=Path, metavar="DIR",
-                   help="with --check: stop at the first failing patch and leave the tree "
-                        "in DIR for resolving it")
-    p.add_argument("--force", action="store_true",
-                   help="replace mlx-lm-repo/ even if it has changes that are not in patches/")
+    p.add_argument(
+        "--patches",
+        type=Path,
+        metavar="DIR",
+        help="the patch queue directory (default: patches/ of this project)",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="with --check: stop at the first failing patch and leave the tree "
+        "in DIR for resolving it",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace mlx-lm-repo/ even if it has changes that are not in patches/",
+    )
     return p
 
 
@@ -72,8 +99,10 @@ def _source(args: argparse.Namespace, pin: str) -> SourceSpec:
     if args.git:
         return SourceSpec(url=args.git, ref=args.ref or "main")
     if args.check is not None and not version:
-        raise UserError("--check needs the version to try, e.g. --check 0.33.0 "
-                        "(or --check --git URL --ref REF).")
+        raise UserError(
+            "--check needs the version to try, e.g. --check 0.33.0 "
+            "(or --check --git URL --ref REF)."
+        )
     return SourceSpec(version=version or pin)
 
 
@@ -84,17 +113,29 @@ def settings_from(argv: list[str], paths: Paths | None = None) -> repo.Settings:
     paths = paths or Paths.from_env()
     if args.keep and args.check is None:
         raise UserError("--keep goes with --check.")
-    action = ("check" if args.check is not None else "status" if args.status
-              else "reset" if args.reset else "install")
+    action = (
+        "check"
+        if args.check is not None
+        else "status"
+        if args.status
+        else "reset"
+        if args.reset
+        else "install"
+    )
     if action in ("status", "reset") and (args.version or args.git or args.ref):
         raise UserError(f"--{action} takes no source; drop --version/--git/--ref.")
     pyproject = paths.project_dir / "pyproject.toml"
     pin = venvs.pinned_version(pyproject) if action in ("install", "check") else ""
     source = _source(args, pin) if action in ("install", "check") else SourceSpec()
     build = BuildSettings(
-        source=source, patches_dir=(args.patches or paths.patches_dir).resolve(),
-        repo_dir=paths.mlx_lm_repo, venv=paths.venv, cache=sdist_cache(),
-        force=args.force, keep=args.keep.resolve() if args.keep else None)
+        source=source,
+        patches_dir=(args.patches or paths.patches_dir).resolve(),
+        repo_dir=paths.mlx_lm_repo,
+        venv=paths.venv,
+        cache=sdist_cache(),
+        force=args.force,
+        keep=args.keep.resolve() if args.keep else None,
+    )
     return repo.Settings(action, build, pyproject)
 
 

@@ -24,14 +24,19 @@ def parser(prog: str = "start-server.sh") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Serve the model as an OpenAI- and Anthropic-compatible API "
-                    "in the foreground (Ctrl+C stops it).",
+        "in the foreground (Ctrl+C stops it).",
     )
-    p.add_argument("--print-config", action="store_true",
-                   help="print the effective configuration and where each value came from, "
-                        "then exit")
-    p.add_argument("--plan", action="store_true",
-                   help="print the memory plan of the model at these settings on this machine, "
-                        "then exit (3 if it does not fit)")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration and where each value came from, then exit",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the memory plan of the model at these settings on this machine, "
+        "then exit (3 if it does not fit)",
+    )
     config.add_flags(p)
     return p
 
@@ -52,6 +57,7 @@ def _demo(settings: config.Settings, banner: bool = True) -> None:
     """With model = demo: make sure the demo model is there (a second or less)."""
     if settings.model == "demo":
         from ..models import demo as demo_model
+
         demo_model.generate(settings.paths.demo_model, progress=print if banner else _silent)
         if banner:
             print(demo_model.BANNER, flush=True)
@@ -77,12 +83,18 @@ def prepare(settings: config.Settings) -> tuple[config.Settings, memory_plan.Pla
 
 def _add_service_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """start-server.sh's ways to reach the login service (see SERVICE.md)."""
-    p.add_argument("--service", action="store_true",
-                   help="start the installed login service instead of serving in the "
-                        "foreground, and wait until it is ready")
-    p.add_argument("--status", action="store_true",
-                   help="say whether the server and its login service are running and "
-                        "healthy, where the logs are, then exit (3 if not healthy)")
+    p.add_argument(
+        "--service",
+        action="store_true",
+        help="start the installed login service instead of serving in the "
+        "foreground, and wait until it is ready",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="say whether the server and its login service are running and "
+        "healthy, where the logs are, then exit (3 if not healthy)",
+    )
     p.add_argument("--json", action="store_true", help="with --status or --plan: print JSON")
     return p
 
@@ -103,8 +115,10 @@ def _serve(settings: config.Settings) -> int:
     running = service.running_service(settings)
     if running is not None:
         st, svc = running
-        print(f"mlx-native-server is already running as the login service {st.name} "
-              f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh.")
+        print(
+            f"mlx-native-server is already running as the login service {st.name} "
+            f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh."
+        )
         return 0
     from .. import server
 
@@ -124,8 +138,10 @@ def main(argv: list[str]) -> int:
         return _plan(settings, args.json)
     if args.status:
         from . import status
+
         return status.report(settings, as_json=args.json)
     if args.service:
         from ..service import manager as service
+
         return service.start_service(settings)
     return _serve(settings)

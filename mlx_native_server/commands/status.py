@@ -24,7 +24,8 @@ EXIT_NOT_HEALTHY = 3
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="start-server.sh --status",
-        description="Say whether the server and its login service are running and healthy.")
+        description="Say whether the server and its login service are running and healthy.",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     config.add_flags(p, names=("port", "host"))
     return p
@@ -39,15 +40,22 @@ def collect(settings: config.Settings) -> dict:
     p = svc.paths
     pid = st.pid if st is not None and st.running else read_pid(p.pid_file(svc.port))
     return {
-        "service": st.to_json() if st is not None else {
-            "manager": mgr.manager, "name": mgr.name, "file": str(mgr.file), "installed": False},
+        "service": st.to_json()
+        if st is not None
+        else {"manager": mgr.manager, "name": mgr.name, "file": str(mgr.file), "installed": False},
         "server": {
-            "url": svc.base_url, "port": svc.port, "pid": pid,
+            "url": svc.base_url,
+            "port": svc.port,
+            "pid": pid,
             "healthy": code == 200,
             "health": {"http_status": code, "status": word},
         },
-        "logs": {"app": str(p.app_log), "stdout": str(p.stdout_log),
-                 "stderr": str(p.stderr_log), "dir": str(p.log_dir)},
+        "logs": {
+            "app": str(p.app_log),
+            "stdout": str(p.stdout_log),
+            "stderr": str(p.stderr_log),
+            "dir": str(p.log_dir),
+        },
     }
 
 
@@ -62,19 +70,26 @@ def render(report: dict) -> str:
         lines.append(f"  installed: no ({s['file']}); ./install-service.sh installs it")
     else:
         running = f"yes (pid {s['pid']})" if s["running"] else "no"
-        lines += [f"  installed: yes ({s['file']})",
-                  f"  loaded:    {_yes(s['loaded'])}"
-                  + (f" ({s['detail']})" if s["detail"] else ""),
-                  f"  running:   {running}" + (f", state {s['state']}" if s["state"] else ""),
-                  f"  last exit: {exit_text(s['last_exit'])}"]
+        lines += [
+            f"  installed: yes ({s['file']})",
+            f"  loaded:    {_yes(s['loaded'])}" + (f" ({s['detail']})" if s["detail"] else ""),
+            f"  running:   {running}" + (f", state {s['state']}" if s["state"] else ""),
+            f"  last exit: {exit_text(s['last_exit'])}",
+        ]
     h = srv["health"]
-    health = ("ok (GET /health -> 200)" if srv["healthy"] else
-              f"no (GET /health -> {h['http_status']} {h['status']})" if h["http_status"] else
-              f"no answer ({h['status']})")
-    lines += [f"server:  {srv['url']}" + (f" (pid {srv['pid']})" if srv["pid"] else ""),
-              f"  healthy:   {health}",
-              f"logs:    {logs['app']}",
-              f"  service output: {logs['stdout']}, {logs['stderr']}"]
+    health = (
+        "ok (GET /health -> 200)"
+        if srv["healthy"]
+        else f"no (GET /health -> {h['http_status']} {h['status']})"
+        if h["http_status"]
+        else f"no answer ({h['status']})"
+    )
+    lines += [
+        f"server:  {srv['url']}" + (f" (pid {srv['pid']})" if srv["pid"] else ""),
+        f"  healthy:   {health}",
+        f"logs:    {logs['app']}",
+        f"  service output: {logs['stdout']}, {logs['stderr']}",
+    ]
     return "\n".join(lines)
 
 

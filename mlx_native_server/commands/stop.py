@@ -32,8 +32,10 @@ def find_server(settings: config.Settings) -> int | None:
     if holder and holder.pid and "mlx_native_server" in holder.command:
         return holder.pid
     if holder is not None:
-        raise UserError(f"port {settings.port} is held by {holder.describe()}, which is not "
-                        "mlx-native-server; stop it yourself if you mean to.")
+        raise UserError(
+            f"port {settings.port} is held by {holder.describe()}, which is not "
+            "mlx-native-server; stop it yourself if you mean to."
+        )
     return None
 
 
@@ -70,6 +72,7 @@ def main(argv: list[str]) -> int:
     # With the login service installed, stop it through its manager, so that
     # it stays stopped instead of being restarted.
     from ..service import manager as service
+
     outcome = service.stop_service(settings)
     if outcome is not None:
         print(outcome)

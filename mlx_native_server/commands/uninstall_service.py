@@ -13,7 +13,8 @@ def parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="uninstall-service.sh",
         description="Stop the login service, unload or disable it, and remove its file. "
-                    "Safe to run when it is not installed.")
+        "Safe to run when it is not installed.",
+    )
 
 
 @reported

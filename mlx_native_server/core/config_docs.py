@@ -23,7 +23,8 @@ def _valid_text(key: Key) -> str:
     if key.check_text:
         return key.check_text
     return {parse_bool: "true or false", parse_size: "a size such as 8GB or 512MiB"}.get(
-        key.parse, "a string" if key.parse is parse_str else "a number")
+        key.parse, "a string" if key.parse is parse_str else "a number"
+    )
 
 
 def _default(key: Key) -> Any:
@@ -54,9 +55,13 @@ def example_file() -> str:
 
 def markdown_table() -> str:
     """The configuration table the README shows (kept in step by a test)."""
-    rows = ["| key | default | environment variable | flag | meaning |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| key | default | environment variable | flag | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for key in KEYS:
-        rows.append(f"| `{key.name}` | `{_toml_value(_default(key))}` | `{key.env}` "
-                    f"| `{key.flag}` | {key.help} |")
+        rows.append(
+            f"| `{key.name}` | `{_toml_value(_default(key))}` | `{key.env}` "
+            f"| `{key.flag}` | {key.help} |"
+        )
     return "\n".join(rows)

@@ -9,19 +9,29 @@ validation and the docs are generated from.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UserError
 
 ENV_PREFIX = "MLX_NATIVE_SERVER_"
 
 _SIZE_UNITS = {
-    "": 1, "B": 1,
-    "K": 10**3, "KB": 10**3, "KIB": 2**10,
-    "M": 10**6, "MB": 10**6, "MIB": 2**20,
-    "G": 10**9, "GB": 10**9, "GIB": 2**30,
-    "T": 10**12, "TB": 10**12, "TIB": 2**40,
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    "KB": 10**3,
+    "KIB": 2**10,
+    "M": 10**6,
+    "MB": 10**6,
+    "MIB": 2**20,
+    "G": 10**9,
+    "GB": 10**9,
+    "GIB": 2**30,
+    "T": 10**12,
+    "TB": 10**12,
+    "TIB": 2**40,
 }
 
 
@@ -52,8 +62,16 @@ def parse_size_or_auto(text: Any) -> Any:
 
 def human_size(n: int) -> str:
     """17179869184 -> '16GiB' (exact binary or decimal units only)."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
-                       ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+    for unit, size in (
+        ("TiB", 2**40),
+        ("GiB", 2**30),
+        ("MiB", 2**20),
+        ("KiB", 2**10),
+        ("TB", 10**12),
+        ("GB", 10**9),
+        ("MB", 10**6),
+        ("KB", 10**3),
+    ):
         if n and n % size == 0:
             return f"{n // size}{unit}"
     return str(n)
@@ -113,7 +131,11 @@ def non_negative(v: Any) -> bool:
 
 # bool before int: True is an int too.
 _PARSE_BY_TYPE: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (bool, parse_bool), (int, parse_int), (float, parse_float), (str, parse_str))
+    (bool, parse_bool),
+    (int, parse_int),
+    (float, parse_float),
+    (str, parse_str),
+)
 
 
 @dataclass(frozen=True)
@@ -161,18 +183,30 @@ _KEY = "mlx_native_server.key"  # the metadata entry of a field: its Key spec, o
 NOT_A_KEY = {_KEY: None}  # metadata of the fields that are not settings (origins, paths)
 
 
-def key(default: Any, help: str, *, parse: Callable[[Any], Any] | None = None,
-        choices: tuple = (), check: Callable[[Any], bool] | None = None,
-        check_text: str = "") -> Any:
+def key(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[Any], Any] | None = None,
+    choices: tuple = (),
+    check: Callable[[Any], bool] | None = None,
+    check_text: str = "",
+) -> Any:
     """A settings field: its default and what the docs say of it. `parse`
     defaults to the reader of the default's type (bool, int, float or str)."""
     if parse is None:
         parse = next((p for t, p in _PARSE_BY_TYPE if isinstance(default, t)), None)
         if parse is None:
-            raise TypeError(f"no parser for a default of type {type(default).__name__}; "
-                            "pass parse=")
-    spec = {"parse": parse, "help": help, "choices": choices,
-            "check": check, "check_text": check_text}
+            raise TypeError(
+                f"no parser for a default of type {type(default).__name__}; pass parse="
+            )
+    spec = {
+        "parse": parse,
+        "help": help,
+        "choices": choices,
+        "check": check,
+        "check_text": check_text,
+    }
     return dataclasses.field(default=default, metadata={_KEY: spec})
 
 

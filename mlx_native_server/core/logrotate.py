@@ -73,10 +73,12 @@ class StreamLogs:
     def adopt(self) -> None:
         """Make fds 1 and 2 append-mode when they write to these files, and
         the files and their rotated copies owner-only."""
-        for fd, path in zip((1, 2), self.files):
+        for fd, path in zip((1, 2), self.files, strict=True):
             adopt_append(fd, path)
-            for p in [path, *(path.with_name(f"{path.name}.{i}")
-                              for i in range(1, self.backups + 1))]:
+            for p in [
+                path,
+                *(path.with_name(f"{path.name}.{i}") for i in range(1, self.backups + 1)),
+            ]:
                 filemodes.tighten(p)
 
     def rotate(self) -> list[Path]:

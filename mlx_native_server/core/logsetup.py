@@ -29,8 +29,10 @@ def setup(settings: Settings, *, terminal: bool = True) -> None:
     for i in range(1, settings.log_backups + 1):  # copies rotated before logs were private
         filemodes.tighten(settings.paths.app_log.with_name(f"app.log.{i}"))
     file_handler = PrivateRotatingFileHandler(
-        settings.paths.app_log, maxBytes=settings.log_max_bytes,
-        backupCount=settings.log_backups, encoding="utf-8",
+        settings.paths.app_log,
+        maxBytes=settings.log_max_bytes,
+        backupCount=settings.log_backups,
+        encoding="utf-8",
         errors="backslashreplace",  # a client's lone surrogate must not break logging
     )
     file_handler.setFormatter(formatter)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SERVICE_LABEL = "com.local.mlx-native-server"
@@ -28,10 +28,15 @@ def isolated_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment for a server of its own under `home` (tests,
     benchmarks): no inherited MLX_NATIVE_SERVER_* configuration, test hooks on,
     Hugging Face offline."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MLX_NATIVE_SERVER_") or k in _KEPT}
-    env.update(MLX_NATIVE_SERVER_HOME=str(home), MLX_NATIVE_SERVER_TEST_HOOKS="1",
-               PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MLX_NATIVE_SERVER_") or k in _KEPT
+    }
+    env.update(
+        MLX_NATIVE_SERVER_HOME=str(home),
+        MLX_NATIVE_SERVER_TEST_HOOKS="1",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+    )
     env.update(extra)
     return env
 
@@ -47,22 +52,26 @@ class Paths:
     xdg_config_home: Path | None = None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Paths":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Paths:
         environ = os.environ if environ is None else environ
         home = Path(environ.get("MLX_NATIVE_SERVER_HOME") or PROJECT_DIR).resolve()
         config = environ.get("MLX_NATIVE_SERVER_CONFIG")
         config_file = Path(config).resolve() if config else home / "server.toml"
         xdg = environ.get("XDG_CONFIG_HOME")
-        return cls(home=home, config_file=config_file, log_dir=home / "logs",
-                   user_home=Path(environ.get("HOME") or Path.home()),
-                   xdg_config_home=Path(xdg) if xdg else None)
+        return cls(
+            home=home,
+            config_file=config_file,
+            log_dir=home / "logs",
+            user_home=Path(environ.get("HOME") or Path.home()),
+            xdg_config_home=Path(xdg) if xdg else None,
+        )
 
     def resolve(self, path: str | os.PathLike) -> Path:
         """A user path: absolute as given, relative to the project home."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.home / p
 
-    def with_log_dir(self, log_dir: str | os.PathLike) -> "Paths":
+    def with_log_dir(self, log_dir: str | os.PathLike) -> Paths:
         return dataclasses.replace(self, log_dir=self.resolve(log_dir))
 
     @property

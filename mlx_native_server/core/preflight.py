@@ -21,14 +21,18 @@ def check_model(settings: Settings) -> None:
     """The model dir exists and looks like an MLX model."""
     path = settings.model_path
     where = f"model '{settings.model}' ({_origin(settings, 'model')})"
-    ways = ("Run ./convert-model.sh <hf-repo> to make it, point --model "
-            "(or model in server.toml) at an MLX model directory, or try "
-            "./start-server.sh --model demo.")
+    ways = (
+        "Run ./convert-model.sh <hf-repo> to make it, point --model "
+        "(or model in server.toml) at an MLX model directory, or try "
+        "./start-server.sh --model demo."
+    )
     if not path.is_dir():
         raise UserError(f"{where} not found at {path}. {ways}")
     if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
-        raise UserError(f"{where} at {path} is not an MLX model (it needs config.json "
-                        f"and *.safetensors). {ways}")
+        raise UserError(
+            f"{where} at {path} is not an MLX model (it needs config.json "
+            f"and *.safetensors). {ways}"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -50,8 +54,10 @@ def check_security(settings: Settings) -> None:
         )
 
 
-FLAG_KEY_WARNING = ("the API key given with --api-key is visible to every local user in `ps`; "
-                    "put it in api_key_file or MLX_NATIVE_SERVER_API_KEY instead")
+FLAG_KEY_WARNING = (
+    "the API key given with --api-key is visible to every local user in `ps`; "
+    "put it in api_key_file or MLX_NATIVE_SERVER_API_KEY instead"
+)
 
 
 def key_warnings(settings: Settings) -> list[str]:
@@ -67,8 +73,10 @@ def key_warnings(settings: Settings) -> list[str]:
         except OSError:  # read a moment ago; gone now is not ours to report
             mode = 0
         if mode & filemodes.OTHERS:
-            out.append(f"api_key_file {path} is readable by other users (mode 0{mode:o}); "
-                       f"run chmod 600 {path}")
+            out.append(
+                f"api_key_file {path} is readable by other users (mode 0{mode:o}); "
+                f"run chmod 600 {path}"
+            )
     return out
 
 
@@ -80,11 +88,17 @@ def check_port(settings: Settings) -> None:
     ours = read_pid(settings.paths.pid_file(port))
     holder = who_listens(port)
     if ours is not None and (holder is None or holder.pid == ours):
-        raise UserError(f"mlx-native-server is already running on port {port} (pid {ours}); "
-                        f"stop it with ./stop-server.sh --port {port}, or pick another --port.")
+        raise UserError(
+            f"mlx-native-server is already running on port {port} (pid {ours}); "
+            f"stop it with ./stop-server.sh --port {port}, or pick another --port."
+        )
     who = holder.describe() if holder else "another process"
     if holder and "mlx_native_server" in holder.command:
-        raise UserError(f"port {port} is held by another mlx-native-server ({who}); stop it "
-                        f"with ./stop-server.sh --port {port}, or pick another --port.")
-    raise UserError(f"port {port} ({_origin(settings, 'port')}) is in use by {who}; "
-                    "stop that process or pick another --port.")
+        raise UserError(
+            f"port {port} is held by another mlx-native-server ({who}); stop it "
+            f"with ./stop-server.sh --port {port}, or pick another --port."
+        )
+    raise UserError(
+        f"port {port} ({_origin(settings, 'port')}) is in use by {who}; "
+        "stop that process or pick another --port."
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from .errors import UserError
 
@@ -47,7 +47,9 @@ def run(
     except FileNotFoundError:
         if not check:
             return Result(tuple(argv), 127, "", f"{argv[0]}: not found")
-        raise UserError(f"'{argv[0]}' was not found on PATH{'; ' + hint if hint else '.'}") from None
+        raise UserError(
+            f"'{argv[0]}' was not found on PATH{'; ' + hint if hint else '.'}"
+        ) from None
     except subprocess.TimeoutExpired:
         if not check:
             return Result(tuple(argv), 124, "", f"timed out after {timeout}s")

@@ -1,1 +1,3 @@
-"""The generation engine: mlx-lm's engine behind one adapter, one request's generation as plain events, the watchdog. `engine.types` imports no mlx."""
+"""The generation engine: mlx-lm's engine behind one adapter, one request's
+generation as plain events, the watchdog. `engine.types` imports no mlx.
+"""

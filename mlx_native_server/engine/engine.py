@@ -62,7 +62,8 @@ def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int) -> int:
             raise MemoryExhausted(
                 f"{prompt_tokens} prompt tokens plus up to {max_tokens} more need more memory "
                 f"than the plan's limit leaves ({mx.get_active_memory() / 1e9:.2f} GB in use of "
-                f"{plan.limit / 1e9:.2f} GB)")
+                f"{plan.limit / 1e9:.2f} GB)"
+            )
         mx.clear_cache()
         spilled += freed
         log.info("memory: spilled %d bytes of prompt cache to fit a request", freed)
@@ -94,8 +95,11 @@ class Engine:
         self.test_hooks = test_hooks
         self.kv_bits = self._choose_kv_bits(settings)
         self.prompt_cache = make_prompt_cache_store(
-            settings, kv_bits=self.kv_bits, mlx_lm_version=MLX_LM_VERSION,
-            distributed=mx.distributed.init().size() > 1)
+            settings,
+            kv_bits=self.kv_bits,
+            mlx_lm_version=MLX_LM_VERSION,
+            distributed=mx.distributed.init().size() > 1,
+        )
         # (prompt_tokens, max_tokens) -> None, raising MemoryExhausted; see guard_memory
         self._memory_check: Callable[[int, int], object] | None = None
         install_no_logprob_sync(on_failure=repair_random_state)
@@ -156,7 +160,8 @@ class Engine:
         log.warning(
             "this backend (%s) cannot quantize the KV cache at %d bits; serving "
             "with full-precision KV instead (set kv_bits = 0 to silence this).",
-            mx.default_device(), settings.kv_bits,
+            mx.default_device(),
+            settings.kv_bits,
         )
         return None
 
@@ -203,8 +208,9 @@ class Engine:
             raise EngineUnavailable("the generation thread has stopped")
         ticket = Ticket(session=request.session_id)  # the prompt cache fills in its Lookup
         with self.activity.waiting():
-            run = self._upstream.submit(self._resolved(request), ticket,
-                                        self.activity.progress(progress), waiting)
+            run = self._upstream.submit(
+                self._resolved(request), ticket, self.activity.progress(progress), waiting
+            )
         # A cancelled request may never hear from the engine again: not a stall.
         run.watch(lambda responses: self.activity.track(responses, cancelled=lambda: run.stopped))
         return run

@@ -77,7 +77,7 @@ class Generation:
             if current == "reasoning":
                 self.usage.reasoning_tokens += 1
             if self._keep:
-                self._raw = (self._raw + step.text)[-self._keep:]
+                self._raw = (self._raw + step.text)[-self._keep :]
             segments: list[tuple[str | None, str]]
             if step.finish_reason == "stop":
                 current = splitter.discard()
@@ -123,16 +123,21 @@ class Generation:
         try:
             parsed = self.run.parse_tools(text, self.request.tools)
         except ValueError as e:  # json.JSONDecodeError is a ValueError
-            log.warning("could not parse a tool call (%s: %s); the text was %r",
-                        type(e).__name__, e, text[:200])
+            log.warning(
+                "could not parse a tool call (%s: %s); the text was %r",
+                type(e).__name__,
+                e,
+                text[:200],
+            )
             return []
         calls = []
         for item in parsed:
             args = item.get("arguments", {})
             if not isinstance(args, str):
                 args = json.dumps(args, ensure_ascii=False)
-            calls.append(ToolCall(id=item.get("id") or new_call_id(),
-                                  name=item["name"], arguments=args))
+            calls.append(
+                ToolCall(id=item.get("id") or new_call_id(), name=item["name"], arguments=args)
+            )
         return calls
 
     def _stop_in_tail(self, n_new: int) -> bool:
@@ -141,7 +146,7 @@ class Generation:
         (' STOP' is not 'STOP'); the text state machine strips it either way."""
         if not n_new or not self.request.stop:
             return False
-        tail = self._raw[-(n_new + max(len(w) for w in self.request.stop) - 1):]
+        tail = self._raw[-(n_new + max(len(w) for w in self.request.stop) - 1) :]
         return any(w in tail for w in self.request.stop)
 
     def _matched_stop(self) -> str | None:

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 EXIT_ENGINE_DIED = 3
 EXIT_ENGINE_STALLED = 4
@@ -63,10 +63,12 @@ class EngineActivity:
 
     def progress(self, callback: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
         """Wrap a prefill progress callback so each report counts as an answer."""
+
         def report(processed: int, total: int) -> None:
             self.event()
             if callback is not None:
                 callback(processed, total)
+
         return report
 
     def track(self, responses: Iterable, cancelled: Callable[[], bool] | None = None) -> Iterator:
@@ -97,21 +99,27 @@ class EngineActivity:
         return max(0.0, self._clock() - max(min(waits), self.last_event))
 
 
-def verdict(alive: bool, activity: EngineActivity, stall_timeout: float,
-            healthy: bool = True) -> tuple[int, str] | None:
+def verdict(
+    alive: bool, activity: EngineActivity, stall_timeout: float, healthy: bool = True
+) -> tuple[int, str] | None:
     """None while the engine is fine, else (exit code, why) for the log."""
     if not alive:
-        return EXIT_ENGINE_DIED, ("the generation engine has stopped (see the error "
-                                  "above); exiting so the service manager restarts the server")
+        return EXIT_ENGINE_DIED, (
+            "the generation engine has stopped (see the error "
+            "above); exiting so the service manager restarts the server"
+        )
     if not healthy:
-        return EXIT_ENGINE_FAILED, ("a failed generation left the engine unable to compute "
-                                    "(see the error above); exiting so the service manager "
-                                    "restarts the server")
+        return EXIT_ENGINE_FAILED, (
+            "a failed generation left the engine unable to compute "
+            "(see the error above); exiting so the service manager "
+            "restarts the server"
+        )
     if stall_timeout > 0:
         stalled = activity.stalled_for()
         if stalled > stall_timeout:
             return EXIT_ENGINE_STALLED, (
                 f"the generation engine made no progress for {stalled:.1f}s while "
                 f"{activity.waiters} request(s) waited (watchdog_stall_timeout = "
-                f"{stall_timeout:g}s); exiting so the service manager restarts the server")
+                f"{stall_timeout:g}s); exiting so the service manager restarts the server"
+            )
     return None

@@ -1,1 +1,3 @@
-"""The HTTP boundary: uvicorn server, request checks, the ASGI app, the route table, admission and metrics."""
+"""The HTTP boundary: uvicorn server, request checks, the ASGI app, the route
+table, admission and metrics.
+"""

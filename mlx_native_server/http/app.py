@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.errors import ApiError, context_overflow
+from ..api.streaming import ClientGone, Exchange
 from ..core.config import Settings
 from ..engine.engine import Engine
-from ..engine.types import ContextOverflow, ConversationRefused, EngineUnavailable, MemoryExhausted
 from ..engine.generation import Generation
-from ..api.streaming import ClientGone, Exchange
+from ..engine.types import ContextOverflow, ConversationRefused, EngineUnavailable, MemoryExhausted
 
 log = logging.getLogger("mlx_native_server.http")
 
@@ -54,16 +54,23 @@ class App:
         if flavor == "anthropic" and requested.startswith("claude-"):
             return  # Claude Code asks for its own model names; serve ours
         raise ApiError(
-            404, f"The model '{requested}' does not exist; this server serves "
-            f"'{self.settings.served_model_id}'.", "invalid_request_error",
-            code="model_not_found", param="model",
+            404,
+            f"The model '{requested}' does not exist; this server serves "
+            f"'{self.settings.served_model_id}'.",
+            "invalid_request_error",
+            code="model_not_found",
+            param="model",
         )
 
     def require_loaded(self) -> None:
         """503 with Retry-After until the model is loaded."""
         if not self.engine.loaded:
-            raise ApiError(503, "The model is still loading; try again shortly.", "service_unavailable",
-                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            raise ApiError(
+                503,
+                "The model is still loading; try again shortly.",
+                "service_unavailable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     def admit(self, flavor: str) -> None:
         """Take a request into the queue for the engine, or refuse it now."""
@@ -71,17 +78,29 @@ class App:
             raise ApiError(503, "The server is shutting down.", "service_unavailable")
         self.require_loaded()
         if not self.engine.healthy:
-            raise ApiError(503, "The generation engine has failed; the server is restarting.",
-                           "service_unavailable")
+            raise ApiError(
+                503,
+                "The generation engine has failed; the server is restarting.",
+                "service_unavailable",
+            )
         with self._lock:
             if self.pending >= self.settings.max_pending:
                 retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
                 if flavor == "anthropic":
-                    raise ApiError(529, "The server is overloaded; try again shortly.",
-                                   "overloaded_error", headers=retry)
-                raise ApiError(429, f"{self.pending} requests are already waiting for the engine "
-                               f"(max_pending = {self.settings.max_pending}); try again shortly.",
-                               "rate_limit_error", code="server_busy", headers=retry)
+                    raise ApiError(
+                        529,
+                        "The server is overloaded; try again shortly.",
+                        "overloaded_error",
+                        headers=retry,
+                    )
+                raise ApiError(
+                    429,
+                    f"{self.pending} requests are already waiting for the engine "
+                    f"(max_pending = {self.settings.max_pending}); try again shortly.",
+                    "rate_limit_error",
+                    code="server_busy",
+                    headers=retry,
+                )
             self.pending += 1
 
     def start(self, ex: Exchange, progress=None, waiting=None) -> Generation:
@@ -92,14 +111,23 @@ class App:
         except ContextOverflow as e:
             raise context_overflow(e.limit, e.prompt_tokens, ex.fe.flavor) from None
         except ConversationRefused as e:
-            raise ApiError(400, f"Could not render the conversation with the model's chat "
-                           f"template: {e}", param=ex.fe.messages_param) from None
+            raise ApiError(
+                400,
+                f"Could not render the conversation with the model's chat template: {e}",
+                param=ex.fe.messages_param,
+            ) from None
         except MemoryExhausted as e:
             if ex.fe.flavor == "anthropic":
-                raise ApiError(529, f"Not enough memory for this request: {e}.", "overloaded_error") from None
-            raise ApiError(503, f"Not enough memory for this request: {e}; send a shorter "
-                           "conversation or a smaller max_tokens.", "service_unavailable",
-                           code="insufficient_memory") from None
+                raise ApiError(
+                    529, f"Not enough memory for this request: {e}.", "overloaded_error"
+                ) from None
+            raise ApiError(
+                503,
+                f"Not enough memory for this request: {e}; send a shorter "
+                "conversation or a smaller max_tokens.",
+                "service_unavailable",
+                code="insufficient_memory",
+            ) from None
         except EngineUnavailable as e:
             raise engine_unavailable(e) from None
         except (ApiError, ClientGone):
@@ -107,7 +135,9 @@ class App:
         except Exception as e:
             log.exception("generation failed to start")
             self.engine.recover()
-            raise ApiError(500, f"Generation failed: {type(e).__name__}: {e}", "server_error") from None
+            raise ApiError(
+                500, f"Generation failed: {type(e).__name__}: {e}", "server_error"
+            ) from None
         finally:
             with self._lock:
                 self.pending -= 1
@@ -125,14 +155,26 @@ class App:
         lookup = gen.cache_lookup
         log.info(
             "done: prompt=%d cached=%d cache=%s completion=%d (reasoning %d) ttft=%.2fs "
-            "decode=%.1f tok/s finish=%s memory=%.0fMB", u.prompt_tokens, u.cached_tokens,
-            lookup.describe() if lookup else "none", u.completion_tokens,
-            u.reasoning_tokens, t.ttft, rate, gen.finish_reason, self.engine.active_memory() / 1e6,
+            "decode=%.1f tok/s finish=%s memory=%.0fMB",
+            u.prompt_tokens,
+            u.cached_tokens,
+            lookup.describe() if lookup else "none",
+            u.completion_tokens,
+            u.reasoning_tokens,
+            t.ttft,
+            rate,
+            gen.finish_reason,
+            self.engine.active_memory() / 1e6,
         )
         if self.metrics is not None:
             self.metrics.generation_finished(
-                u.prompt_tokens, u.cached_tokens, u.completion_tokens, t.ttft, rate,
-                lookup.source if lookup else "none")
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.completion_tokens,
+                t.ttft,
+                rate,
+                lookup.source if lookup else "none",
+            )
 
     def abort_all(self, error: ApiError) -> int:
         """End every request in flight with `error`; returns how many."""
@@ -149,5 +191,3 @@ class App:
         if not engine.loaded:
             return "loading"
         return "draining" if self.draining else "ok"
-
-

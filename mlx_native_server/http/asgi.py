@@ -24,16 +24,25 @@ def _error_response(request: Request, e: ApiError) -> Response:
 
 
 async def _api_error(request: Request, e: ApiError) -> Response:
-    log.log(logging.ERROR if e.status >= 500 else logging.INFO, "%s %s -> %d %s",
-            request.method, request.url.path, e.status, e.message)
+    log.log(
+        logging.ERROR if e.status >= 500 else logging.INFO,
+        "%s %s -> %d %s",
+        request.method,
+        request.url.path,
+        e.status,
+        e.message,
+    )
     return _error_response(request, e)
 
 
 async def _http_error(request: Request, e: HTTPException) -> Response:
     path = request.url.path
     if e.status_code == 405:
-        error = ApiError(405, f"{request.method} is not allowed on {path}; use {e.headers.get('Allow')}.",
-                         headers=dict(e.headers or {}))
+        error = ApiError(
+            405,
+            f"{request.method} is not allowed on {path}; use {e.headers.get('Allow')}.",
+            headers=dict(e.headers or {}),
+        )
     elif e.status_code == 404:
         error = ApiError(404, f"Unknown path {path}.", "not_found_error")
     else:
@@ -43,14 +52,21 @@ async def _http_error(request: Request, e: HTTPException) -> Response:
 
 async def _unexpected(request: Request, e: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _error_response(request, ApiError(500, f"Internal error: {type(e).__name__}: {e}", "server_error"))
+    return _error_response(
+        request, ApiError(500, f"Internal error: {type(e).__name__}: {e}", "server_error")
+    )
 
 
 def build_asgi(app: App) -> Boundary:
     """The whole ASGI application: the boundary around the routes."""
     routes = ROUTES + (TEST_ROUTES if app.test_hooks else [])
-    starlette = Starlette(routes=routes, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
+    starlette = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
     starlette.state.mns = app
     return Boundary(app, starlette, {r.path for r in routes if "POST" in r.methods})
-

@@ -13,20 +13,21 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from ..core import heap
 from ..api.errors import ApiError, error_body, flavor_of
+from ..api.streaming import ClientGone, encode_headers, send_json
+from ..core import heap
 from ..core.config import Settings
 from .json_body import parse_json_body
-from ..api.streaming import ClientGone, encode_headers, send_json
 
 log = logging.getLogger("mlx_native_server.http")
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 MAX_HEAD_BYTES = 32 * 1024  # request line plus headers; Claude Code sends about 2 KB
 MAX_TARGET_BYTES = 8 * 1024  # the request target (path and query)
+
 
 def _host_name(host: str) -> str:
     """'[::1]:8000' -> '::1', 'localhost:8000' -> 'localhost'."""
@@ -55,8 +56,13 @@ def host_allowed(host: str | None, settings: Settings) -> bool:
         return True  # HTTP/1.0 without Host: no browser sends that
     name = _host_name(host)
     extra = [h.lower() for h in _listed(settings.allowed_hosts)]
-    return (name in LOOPBACK_NAMES or _is_ip(name) or name == settings.host.lower()
-            or name in extra or "*" in extra)
+    return (
+        name in LOOPBACK_NAMES
+        or _is_ip(name)
+        or name == settings.host.lower()
+        or name in extra
+        or "*" in extra
+    )
 
 
 def origin_allowed(origin: str, settings: Settings) -> bool:
@@ -72,14 +78,20 @@ def origin_allowed(origin: str, settings: Settings) -> bool:
 
 def _cors_headers(origin: str, settings: Settings) -> list[tuple[bytes, bytes]]:
     value = "*" if "*" in _listed(settings.allowed_origins) else origin
-    return [(b"access-control-allow-origin", value.encode("latin-1")), (b"vary", b"Origin"),
-            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-            (b"access-control-allow-headers", b"*"), (b"access-control-expose-headers", b"Retry-After")]
+    return [
+        (b"access-control-allow-origin", value.encode("latin-1")),
+        (b"vary", b"Origin"),
+        (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+        (b"access-control-allow-headers", b"*"),
+        (b"access-control-expose-headers", b"Retry-After"),
+    ]
 
 
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class Boundary:
@@ -113,12 +125,21 @@ class Boundary:
             self._check_host(headers.get("host"))
             if origin is not None:
                 if not origin_allowed(origin, self.app.settings):
-                    raise ApiError(403, f"Requests from the web origin '{origin}' are not allowed; "
-                                   "add it to allowed_origins to allow them.", "permission_error")
+                    raise ApiError(
+                        403,
+                        f"Requests from the web origin '{origin}' are not allowed; "
+                        "add it to allowed_origins to allow them.",
+                        "permission_error",
+                    )
                 cors = _cors_headers(origin, self.app.settings)
             if scope["method"] == "OPTIONS":
-                await send_wrapped({"type": "http.response.start", "status": 204,
-                                    "headers": [(b"allow", b"GET, POST, OPTIONS")]})
+                await send_wrapped(
+                    {
+                        "type": "http.response.start",
+                        "status": 204,
+                        "headers": [(b"allow", b"GET, POST, OPTIONS")],
+                    }
+                )
                 await send_wrapped({"type": "http.response.body", "body": b""})
                 return
             if path != "/health":
@@ -141,8 +162,14 @@ class Boundary:
                 log.debug("after a %d response: %r", status_box[0], e)
                 return
             log.exception("unexpected error on %s %s", scope["method"], path)
-            await send_json(send_wrapped, 500, error_body(ApiError(
-                500, f"Internal error: {type(e).__name__}: {e}", "server_error"), flavor))
+            await send_json(
+                send_wrapped,
+                500,
+                error_body(
+                    ApiError(500, f"Internal error: {type(e).__name__}: {e}", "server_error"),
+                    flavor,
+                ),
+            )
         finally:
             if self.app.metrics is not None:
                 self.app.metrics.request_finished(path, status_box[0])
@@ -153,17 +180,26 @@ class Boundary:
         catches one that arrived whole."""
         target = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
         if target > MAX_TARGET_BYTES:
-            raise ApiError(414, f"The request target is {target} bytes, more than the "
-                           f"{MAX_TARGET_BYTES}-byte limit.")
+            raise ApiError(
+                414,
+                f"The request target is {target} bytes, more than the "
+                f"{MAX_TARGET_BYTES}-byte limit.",
+            )
         size = target + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
         if size > MAX_HEAD_BYTES:
-            raise ApiError(431, f"The request headers are {size} bytes, more than the "
-                           f"{MAX_HEAD_BYTES}-byte limit.")
+            raise ApiError(
+                431,
+                f"The request headers are {size} bytes, more than the {MAX_HEAD_BYTES}-byte limit.",
+            )
 
     def _check_host(self, host: str | None) -> None:
         if not host_allowed(host, self.app.settings):
-            raise ApiError(403, f"This server does not answer to the host name '{host}'; "
-                           "add it to allowed_hosts to allow it.", "permission_error")
+            raise ApiError(
+                403,
+                f"This server does not answer to the host name '{host}'; "
+                "add it to allowed_hosts to allow it.",
+                "permission_error",
+            )
 
     def _check_auth(self, headers: dict[str, str]) -> None:
         key = self.app.settings.api_key
@@ -174,20 +210,30 @@ class Boundary:
         if auth.lower().startswith("bearer "):
             given = given or auth[7:].strip()
         if not hmac.compare_digest(given.encode(), key.encode()):
-            raise ApiError(401, "Invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY').",
-                           "authentication_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Invalid or missing API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY').",
+                "authentication_error",
+                code="invalid_api_key",
+            )
 
     async def _read_json(self, headers: dict[str, str], receive) -> dict:
         if not _is_json(headers.get("content-type", "")):
-            raise ApiError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
-                           code="unsupported_media_type")
+            raise ApiError(
+                415,
+                "Send the request body as JSON with 'Content-Type: application/json'.",
+                code="unsupported_media_type",
+            )
         length = headers.get("content-length")
         limit = self.app.settings.max_body_bytes
         if length is None and "chunked" not in headers.get("transfer-encoding", "").lower():
             raise ApiError(411, "A Content-Length header is required.")
         if length is not None and int(length) > limit:
-            raise ApiError(413, f"Request body of {length} bytes is larger than the "
-                           f"{limit}-byte limit.", "request_too_large")
+            raise ApiError(
+                413,
+                f"Request body of {length} bytes is larger than the {limit}-byte limit.",
+                "request_too_large",
+            )
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -196,11 +242,11 @@ class Boundary:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
-                raise ApiError(413, f"Request body is larger than the {limit}-byte limit.", "request_too_large")
+                raise ApiError(
+                    413, f"Request body is larger than the {limit}-byte limit.", "request_too_large"
+                )
             if not message.get("more_body"):
                 break
         if size >= heap.LARGE_BODY_BYTES and self.app.heap is not None:
             self.app.heap.large_body()
         return parse_json_body(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-

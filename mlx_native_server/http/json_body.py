@@ -37,15 +37,22 @@ def parse_json_body(raw: bytes) -> dict:
     try:
         text = raw.decode("utf-8-sig")  # a leading BOM is tolerated, as json.loads(bytes) does
     except UnicodeDecodeError as e:
-        raise ApiError(400, f"The request body is not valid UTF-8 (byte {e.start}); "
-                       "send JSON encoded as UTF-8.") from None
+        raise ApiError(
+            400,
+            f"The request body is not valid UTF-8 (byte {e.start}); send JSON encoded as UTF-8.",
+        ) from None
     if not text.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_int, parse_float=_float)
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_int=_int, parse_float=_float
+        )
     except json.JSONDecodeError as e:
-        raise ApiError(400, f"Invalid JSON in request body: {e.msg} at line {e.lineno} "
-                       f"column {e.colno} (char {e.pos}).") from None
+        raise ApiError(
+            400,
+            f"Invalid JSON in request body: {e.msg} at line {e.lineno} "
+            f"column {e.colno} (char {e.pos}).",
+        ) from None
     except RecursionError:  # the C scanner's own limit (~1000 levels)
         raise _too_deep() from None
     if not isinstance(value, dict):
@@ -55,15 +62,20 @@ def parse_json_body(raw: bytes) -> dict:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise ApiError(400, f"Invalid JSON in request body: {name} is not a JSON number; "
-                   "send a finite number or null.")
+    raise ApiError(
+        400,
+        f"Invalid JSON in request body: {name} is not a JSON number; send a finite number or null.",
+    )
 
 
 def _int(digits: str) -> int:
     n = len(digits) - digits.startswith("-")
     if n > MAX_INT_DIGITS:
-        raise ApiError(400, f"The request body has an integer of {n} digits; at most "
-                       f"{MAX_INT_DIGITS} are accepted.")
+        raise ApiError(
+            400,
+            f"The request body has an integer of {n} digits; at most "
+            f"{MAX_INT_DIGITS} are accepted.",
+        )
     return int(digits)
 
 
@@ -71,8 +83,11 @@ def _float(literal: str) -> float:
     value = float(literal)
     if math.isinf(value):
         shown = literal if len(literal) <= 40 else literal[:37] + "..."
-        raise ApiError(400, f"The request body has the number {shown}, which is too large "
-                       "to represent; send a finite number.")
+        raise ApiError(
+            400,
+            f"The request body has the number {shown}, which is too large "
+            "to represent; send a finite number.",
+        )
     return value
 
 
@@ -90,7 +105,7 @@ def _walk(body: dict, check_text: bool) -> None:
         node, depth, _ = entry
         if check_text:
             _check_text(entry)
-        for child in (node.values() if type(node) is dict else node):
+        for child in node.values() if type(node) is dict else node:
             if type(child) is dict or type(child) is list:
                 if depth >= MAX_DEPTH:
                     raise _too_deep()
@@ -99,7 +114,7 @@ def _walk(body: dict, check_text: bool) -> None:
 
 def _check_text(entry: tuple) -> None:
     node = entry[0]
-    for key, child in (node.items() if type(node) is dict else enumerate(node)):
+    for key, child in node.items() if type(node) is dict else enumerate(node):
         if type(key) is str and _has_surrogate(key) or type(child) is str and _has_surrogate(child):
             raise _bad_text(_keys(entry) + [key])
 
@@ -129,9 +144,12 @@ def _bad_text(keys: list) -> ApiError:
         key = _escaped(key)
         shown += (f".{key}" if shown else key) if _IDENTIFIER.match(key) else f'["{key}"]'
         dotted.append(key)
-    return ApiError(400, f"'{shown}' is not valid Unicode text (it has a lone surrogate "
-                    "escape such as \\ud800); send text that encodes as UTF-8.",
-                    param=".".join(dotted))
+    return ApiError(
+        400,
+        f"'{shown}' is not valid Unicode text (it has a lone surrogate "
+        "escape such as \\ud800); send text that encodes as UTF-8.",
+        param=".".join(dotted),
+    )
 
 
 def _escaped(text: str) -> str:

@@ -13,11 +13,11 @@ and its tests need no model; the callables bring the data.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    InfoMetricFamily, Metric)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -27,12 +27,25 @@ PREFIX = "mlx_native_server"
 
 # Every value the `endpoint` label can take: a fixed set, so a scanner
 # probing random paths adds one `other` series, not one per path.
-ENDPOINTS = ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens",
-             "/v1/responses", "/v1/models", "/health", "/status", "/metrics")
+ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/models",
+    "/health",
+    "/status",
+    "/metrics",
+)
 # The routes' other spellings, counted under the canonical path.
-_ALIASES = {"/chat/completions": "/v1/chat/completions", "/responses": "/v1/responses",
-            "/models": "/v1/models", "/v1/status": "/status", "/v1/health": "/health",
-            "/v1/metrics": "/metrics"}
+_ALIASES = {
+    "/chat/completions": "/v1/chat/completions",
+    "/responses": "/v1/responses",
+    "/models": "/v1/models",
+    "/v1/status": "/status",
+    "/v1/health": "/health",
+    "/v1/metrics": "/metrics",
+}
 CACHE_SOURCES = ("memory", "disk", "none")
 ENGINE_STATES = ("loading", "ok", "draining", "failed")
 
@@ -70,50 +83,91 @@ class ServerMetrics:
     - `engine_state()` -> one of ENGINE_STATES.
     """
 
-    def __init__(self, *, version: str, mlx_lm_version: str, model: str,
-                 memory: Callable[[], Mapping[str, Any]] | None = None,
-                 prompt_cache: Callable[[], Mapping[str, Any]] | None = None,
-                 queue_depth: Callable[[], int] | None = None,
-                 in_flight: Callable[[], int] | None = None,
-                 engine_state: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        version: str,
+        mlx_lm_version: str,
+        model: str,
+        memory: Callable[[], Mapping[str, Any]] | None = None,
+        prompt_cache: Callable[[], Mapping[str, Any]] | None = None,
+        queue_depth: Callable[[], int] | None = None,
+        in_flight: Callable[[], int] | None = None,
+        engine_state: Callable[[], str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self._requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests answered, by endpoint and status code "
-            "(unknown paths count as endpoint=\"other\").", ["endpoint", "status"], registry=r)
+            f"{PREFIX}_requests",
+            "HTTP requests answered, by endpoint and status code "
+            '(unknown paths count as endpoint="other").',
+            ["endpoint", "status"],
+            registry=r,
+        )
         self._prompt = Counter(
-            f"{PREFIX}_prompt_tokens", "Prompt tokens of finished generations, cached or not.",
-            registry=r)
+            f"{PREFIX}_prompt_tokens",
+            "Prompt tokens of finished generations, cached or not.",
+            registry=r,
+        )
         self._cached = Counter(
-            f"{PREFIX}_cached_prompt_tokens", "Prompt tokens reused from the prompt cache "
-            "instead of computed, by the tier they came from.", ["source"], registry=r)
+            f"{PREFIX}_cached_prompt_tokens",
+            "Prompt tokens reused from the prompt cache "
+            "instead of computed, by the tier they came from.",
+            ["source"],
+            registry=r,
+        )
         self._generated = Counter(
-            f"{PREFIX}_generated_tokens", "Tokens generated (completion tokens, reasoning included).",
-            registry=r)
+            f"{PREFIX}_generated_tokens",
+            "Tokens generated (completion tokens, reasoning included).",
+            registry=r,
+        )
         self._lookups = Counter(
-            f"{PREFIX}_prompt_cache_lookups", "Prompt-cache lookups by where the reused state "
-            "came from: memory, disk, or none (a miss).", ["source"], registry=r)
+            f"{PREFIX}_prompt_cache_lookups",
+            "Prompt-cache lookups by where the reused state "
+            "came from: memory, disk, or none (a miss).",
+            ["source"],
+            registry=r,
+        )
         self._ttft = Histogram(
-            f"{PREFIX}_time_to_first_token_seconds", "Seconds from a request reaching the engine "
-            "to its first generated token (queueing and prefill).", buckets=TTFT_BUCKETS, registry=r)
+            f"{PREFIX}_time_to_first_token_seconds",
+            "Seconds from a request reaching the engine "
+            "to its first generated token (queueing and prefill).",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
         self._decode = Histogram(
-            f"{PREFIX}_decode_tokens_per_second", "Decode speed of a generation after its first "
-            "token, in tokens per second.", buckets=DECODE_BUCKETS, registry=r)
+            f"{PREFIX}_decode_tokens_per_second",
+            "Decode speed of a generation after its first token, in tokens per second.",
+            buckets=DECODE_BUCKETS,
+            registry=r,
+        )
         for source in CACHE_SOURCES:  # zeros from the start, so rate() sees the first hit
             self._cached.labels(source)
             self._lookups.labels(source)
-        r.register(_ScrapeCollector(
-            info={"version": version, "mlx_lm_version": mlx_lm_version, "model": model},
-            memory=memory, prompt_cache=prompt_cache, queue_depth=queue_depth,
-            in_flight=in_flight, engine_state=engine_state))
+        r.register(
+            _ScrapeCollector(
+                info={"version": version, "mlx_lm_version": mlx_lm_version, "model": model},
+                memory=memory,
+                prompt_cache=prompt_cache,
+                queue_depth=queue_depth,
+                in_flight=in_flight,
+                engine_state=engine_state,
+            )
+        )
 
     def request_finished(self, endpoint: str, status: int) -> None:
         """Count one answered request; `endpoint` is the request path."""
         self._requests.labels(endpoint_label(endpoint), str(int(status))).inc()
 
-    def generation_finished(self, prompt_tokens: int, cached_tokens: int,
-                            completion_tokens: int, ttft_seconds: float | None,
-                            decode_tokens_per_second: float | None, cache_source: str) -> None:
+    def generation_finished(
+        self,
+        prompt_tokens: int,
+        cached_tokens: int,
+        completion_tokens: int,
+        ttft_seconds: float | None,
+        decode_tokens_per_second: float | None,
+        cache_source: str,
+    ) -> None:
         """Count one finished (or cancelled) generation.
 
         TTFT is observed only when a token came out, and decode speed only
@@ -150,8 +204,9 @@ class _ScrapeCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        info = InfoMetricFamily(PREFIX, "The server's version, mlx-lm's version and the "
-                                "served model (value always 1).")
+        info = InfoMetricFamily(
+            PREFIX, "The server's version, mlx-lm's version and the served model (value always 1)."
+        )
         info.add_metric([], self.info)
         yield info
         for name, render in _FAMILIES.items():
@@ -161,8 +216,12 @@ class _ScrapeCollector(Collector):
             try:
                 families = list(render(fn()))
             except Exception as e:
-                log.warning("metrics: reading %s failed, left out of this scrape: %s",
-                            name, e, exc_info=name not in self._failing)
+                log.warning(
+                    "metrics: reading %s failed, left out of this scrape: %s",
+                    name,
+                    e,
+                    exc_info=name not in self._failing,
+                )
                 self._failing.add(name)
                 continue
             self._failing.discard(name)
@@ -183,22 +242,33 @@ def _gauge(name: str, doc: str, value: Any) -> Iterator[Metric]:
 
 
 def _memory(reading: Mapping[str, Any]) -> Iterator[Metric]:
-    yield from _gauge("memory_active_bytes", "Bytes of accelerator memory held by live arrays "
-                      "(mx.get_active_memory).", reading.get("active"))
-    yield from _gauge("memory_peak_bytes", "Most active memory since the server started "
-                      "(mx.get_peak_memory).", reading.get("peak"))
-    yield from _gauge("memory_cache_bytes", "Bytes mlx keeps cached for reuse, not held by "
-                      "arrays (mx.get_cache_memory).", reading.get("cache"))
-    yield from _gauge("memory_limit_bytes", "The memory limit mlx works within.",
-                      reading.get("limit"))
+    yield from _gauge(
+        "memory_active_bytes",
+        "Bytes of accelerator memory held by live arrays (mx.get_active_memory).",
+        reading.get("active"),
+    )
+    yield from _gauge(
+        "memory_peak_bytes",
+        "Most active memory since the server started (mx.get_peak_memory).",
+        reading.get("peak"),
+    )
+    yield from _gauge(
+        "memory_cache_bytes",
+        "Bytes mlx keeps cached for reuse, not held by arrays (mx.get_cache_memory).",
+        reading.get("cache"),
+    )
+    yield from _gauge(
+        "memory_limit_bytes", "The memory limit mlx works within.", reading.get("limit")
+    )
 
 
 def _prompt_cache(stats: Mapping[str, Any]) -> Iterator[Metric]:
     tiers = {"memory": stats, "disk": stats.get("disk") or {}}
     for key, name, doc in (
-            ("entries", "prompt_cache_entries", "Entries in the prompt cache, by tier."),
-            ("bytes", "prompt_cache_bytes", "Bytes the prompt cache's entries take, by tier."),
-            ("max_bytes", "prompt_cache_max_bytes", "The prompt cache's byte budget, by tier.")):
+        ("entries", "prompt_cache_entries", "Entries in the prompt cache, by tier."),
+        ("bytes", "prompt_cache_bytes", "Bytes the prompt cache's entries take, by tier."),
+        ("max_bytes", "prompt_cache_max_bytes", "The prompt cache's byte budget, by tier."),
+    ):
         family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["tier"])
         for tier, values in tiers.items():
             number = _number(values.get(key))
@@ -208,8 +278,11 @@ def _prompt_cache(stats: Mapping[str, Any]) -> Iterator[Metric]:
             yield family
     evicted = _number(stats.get("evicted"))
     if evicted is not None:
-        yield CounterMetricFamily(f"{PREFIX}_prompt_cache_evictions", "Entries the memory tier "
-                                  "evicted to stay within its limits.", value=evicted)
+        yield CounterMetricFamily(
+            f"{PREFIX}_prompt_cache_evictions",
+            "Entries the memory tier evicted to stay within its limits.",
+            value=evicted,
+        )
 
 
 def _queue_depth(value: Any) -> Iterator[Metric]:
@@ -223,15 +296,20 @@ def _in_flight(value: Any) -> Iterator[Metric]:
 def _engine_state(state: Any) -> Iterator[Metric]:
     if state not in ENGINE_STATES:
         raise ValueError(f"unknown engine state {state!r}, expected one of {ENGINE_STATES}")
-    family = GaugeMetricFamily(f"{PREFIX}_engine_state", "1 for the engine's current state "
-                               "(loading, ok, draining, failed), 0 for the others.",
-                               labels=["state"])
+    family = GaugeMetricFamily(
+        f"{PREFIX}_engine_state",
+        "1 for the engine's current state (loading, ok, draining, failed), 0 for the others.",
+        labels=["state"],
+    )
     for s in ENGINE_STATES:
         family.add_metric([s], 1.0 if s == state else 0.0)
     yield family
 
 
 _FAMILIES: dict[str, Callable[[Any], Iterator[Metric]]] = {
-    "memory": _memory, "prompt_cache": _prompt_cache, "queue_depth": _queue_depth,
-    "in_flight": _in_flight, "engine_state": _engine_state,
+    "memory": _memory,
+    "prompt_cache": _prompt_cache,
+    "queue_depth": _queue_depth,
+    "in_flight": _in_flight,
+    "engine_state": _engine_state,
 }

@@ -14,16 +14,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..api.schemas import models as schemas
 from ..api.anthropic.frontend import MessagesFrontEnd
 from ..api.anthropic.translate import parse_messages
 from ..api.errors import ApiError, expect
-from .app import App, engine_unavailable
-from ..engine.types import ConversationRefused, EngineUnavailable
 from ..api.openai.chat import ChatFrontEnd, parse_chat
 from ..api.responses.frontend import ResponsesFrontEnd
 from ..api.responses.translate import parse_responses
+from ..api.schemas import models as schemas
 from ..api.streaming import TEST_SCRIPT_FIELD, Exchange, session_id
+from ..engine.types import ConversationRefused, EngineUnavailable
+from .app import App, engine_unavailable
+
 
 def _app(request: Request) -> App:
     return request.app.state.mns
@@ -102,8 +103,12 @@ async def responses(request: Request) -> Response:
 
 
 def _model_card(app: App) -> dict:
-    return {"id": app.settings.served_model_id, "object": "model",
-            "created": int(app.started), "owned_by": "mlx-native-server"}
+    return {
+        "id": app.settings.served_model_id,
+        "object": "model",
+        "created": int(app.started),
+        "owned_by": "mlx-native-server",
+    }
 
 
 async def list_models(request: Request) -> Response:
@@ -119,9 +124,15 @@ async def get_model(request: Request) -> Response:
     return JSONResponse(_model_card(app))
 
 
-_HEALTH = {"ok": (200, None), "loading": (503, "the model is still loading"),
-           "draining": (503, "the server is shutting down"),
-           "failed": (503, "the generation engine has failed; the server exits so its service manager restarts it")}
+_HEALTH = {
+    "ok": (200, None),
+    "loading": (503, "the model is still loading"),
+    "draining": (503, "the server is shutting down"),
+    "failed": (
+        503,
+        "the generation engine has failed; the server exits so its service manager restarts it",
+    ),
+}
 
 
 async def health(request: Request) -> Response:
@@ -130,28 +141,37 @@ async def health(request: Request) -> Response:
     status, reason = _HEALTH[state]
     if status == 200:
         return JSONResponse({"status": "ok", "model": app.settings.served_model_id})
-    return JSONResponse({"status": "unavailable" if state == "failed" else
-                         ("stopping" if state == "draining" else state), "reason": reason}, status)
+    return JSONResponse(
+        {
+            "status": "unavailable"
+            if state == "failed"
+            else ("stopping" if state == "draining" else state),
+            "reason": reason,
+        },
+        status,
+    )
 
 
 async def server_status(request: Request) -> Response:
     app = _app(request)
     engine, s = app.engine, app.settings
     state = app.engine_state()
-    return JSONResponse({
-        "status": {"draining": "unavailable", "failed": "unavailable"}.get(state, state),
-        "version": __version__,
-        "mlx_lm_version": engine.mlx_lm_version,
-        "model": {"id": s.served_model_id, "path": str(s.model_path)},
-        "context_tokens": s.max_tokens,
-        "kv_bits": engine.kv_bits or 0,
-        "uptime_seconds": round(time.time() - app.started, 1),
-        "requests_served": app.requests_served,
-        "requests_in_flight": len(app.active),
-        "requests_waiting": app.pending,
-        "memory": {"active_bytes": engine.active_memory(), "limit_bytes": engine.memory_limit},
-        "prompt_cache": engine.cache_stats(),
-    })
+    return JSONResponse(
+        {
+            "status": {"draining": "unavailable", "failed": "unavailable"}.get(state, state),
+            "version": __version__,
+            "mlx_lm_version": engine.mlx_lm_version,
+            "model": {"id": s.served_model_id, "path": str(s.model_path)},
+            "context_tokens": s.max_tokens,
+            "kv_bits": engine.kv_bits or 0,
+            "uptime_seconds": round(time.time() - app.started, 1),
+            "requests_served": app.requests_served,
+            "requests_in_flight": len(app.active),
+            "requests_waiting": app.pending,
+            "memory": {"active_bytes": engine.active_memory(), "limit_bytes": engine.memory_limit},
+            "prompt_cache": engine.cache_stats(),
+        }
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -177,7 +197,9 @@ async def break_engine(request: Request) -> Response:
     """Test hook: make the generation thread hang, then die (watchdog tests)."""
     hang = _body(request).get("hang_seconds", 0)
     if isinstance(hang, bool) or not isinstance(hang, (int, float)) or not 0 <= hang < 3600:
-        raise ApiError(400, "'hang_seconds' must be a number of seconds, 0 or more.", param="hang_seconds")
+        raise ApiError(
+            400, "'hang_seconds' must be a number of seconds, 0 or more.", param="hang_seconds"
+        )
     _app(request).engine.break_for_test(float(hang))
     return JSONResponse({"broken": True, "hang_seconds": hang})
 
@@ -199,5 +221,3 @@ ROUTES = [
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
 TEST_ROUTES = [Route("/_test/break-engine", break_engine, methods=["POST"])]
-
-

@@ -29,7 +29,9 @@ from ..api.errors import ApiError, error_body, flavor_of
 
 log = logging.getLogger("mlx_native_server.http")
 
-MAX_HEAD_BYTES = 64 * 1024  # a head still incomplete at this size is refused (boundary.py checks whole ones)
+MAX_HEAD_BYTES = (
+    64 * 1024
+)  # a head still incomplete at this size is refused (boundary.py checks whole ones)
 GRACEFUL_EXIT_SECONDS = 2  # for responses still being written when the server stops
 
 
@@ -39,8 +41,10 @@ def _raw_json_response(status: int, reason: str, head: bytes, message: str) -> b
     line = head.split(b"\r\n", 1)[0].split(b" ")
     path = line[1].decode("latin-1") if len(line) > 1 else "/"
     body = json.dumps(error_body(ApiError(status, message), flavor_of(path))).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class GuardedH11(H11Protocol):
@@ -99,11 +103,19 @@ class GuardedH11(H11Protocol):
         if cycle is not None and not cycle.more_body:
             return  # the request arrived; its response is under way
         if cycle is None or not cycle.response_started:
-            head = bytes(self.conn.trailing_data[0][:512]) if cycle is None else (
-                f"{cycle.scope['method']} {cycle.scope['path']} HTTP/1.1".encode())
-            self.transport.write(_raw_json_response(
-                408, "Request Timeout", head,
-                f"The request did not arrive within request_timeout ({self.request_timeout:g} s)."))
+            head = (
+                bytes(self.conn.trailing_data[0][:512])
+                if cycle is None
+                else (f"{cycle.scope['method']} {cycle.scope['path']} HTTP/1.1".encode())
+            )
+            self.transport.write(
+                _raw_json_response(
+                    408,
+                    "Request Timeout",
+                    head,
+                    f"The request did not arrive within request_timeout ({self.request_timeout:g} s).",
+                )
+            )
         if cycle is not None:
             cycle.disconnected = True
             cycle.message_event.set()
@@ -119,7 +131,9 @@ class GuardedH11(H11Protocol):
             reason = {431: "Request Header Fields Too Large"}.get(status, "Bad Request")
             status = status if status in (400, 431) else 400
         detail = f": {e}" if e is not None and str(e) else ""
-        self.transport.write(_raw_json_response(status, reason, head, f"Invalid HTTP request{detail}."))
+        self.transport.write(
+            _raw_json_response(status, reason, head, f"Invalid HTTP request{detail}.")
+        )
         self.transport.close()
 
 
@@ -129,8 +143,14 @@ class HttpServer:
     def __init__(self, asgi, sock: socket.socket, request_timeout: float):
         protocol = type("Guarded", (GuardedH11,), {"request_timeout": request_timeout})
         config = uvicorn.Config(
-            asgi, http=protocol, lifespan="off", ws="none", log_config=None, access_log=False,
-            server_header=False, timeout_keep_alive=max(5, int(request_timeout)),
+            asgi,
+            http=protocol,
+            lifespan="off",
+            ws="none",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_keep_alive=max(5, int(request_timeout)),
             timeout_graceful_shutdown=GRACEFUL_EXIT_SECONDS,
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )

@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import plan as mp
 from ..core import proc
 from ..core.config import Settings, human_size
 from ..core.errors import UserError
+from . import plan as mp
 
 log = logging.getLogger("mlx_native_server.plan")
 
@@ -58,18 +58,23 @@ def measured_device() -> mp.Device:
         info = mx.device_info()
         ws, wired = int(info["max_recommended_working_set_size"]), _wired_limit_mb()
         limit = wired * mp.MiB if wired else ws
-        where = (f"of iogpu.wired_limit_mb = {wired}" if wired else
-                 "this Mac lets the GPU use (its default wired limit)")
+        where = (
+            f"of iogpu.wired_limit_mb = {wired}"
+            if wired
+            else "this Mac lets the GPU use (its default wired limit)"
+        )
         return mp.Device("macos", int(info["memory_size"]), limit, where, ws)
     if platform == "cuda":  # free: without the CUDA context and other processes
         info = mx.device_info()
         total = int(info.get("total_memory") or info["memory_size"])
         free = int(info.get("free_memory") or total)
-        return mp.Device("cuda", total, free,
-                         f"free on the GPU ({info.get('device_name', 'CUDA')})")
+        return mp.Device(
+            "cuda", total, free, f"free on the GPU ({info.get('device_name', 'CUDA')})"
+        )
     mem = _meminfo()
-    return mp.Device("linux-cpu", mem["MemTotal"], mem["MemAvailable"],
-                     "of RAM available now (MemAvailable)")
+    return mp.Device(
+        "linux-cpu", mem["MemTotal"], mem["MemAvailable"], "of RAM available now (MemAvailable)"
+    )
 
 
 def detect_device(settings: Settings) -> mp.Device:
@@ -79,8 +84,11 @@ def detect_device(settings: Settings) -> mp.Device:
         return device
     origin = settings.origin("memory_limit")
     return dataclasses.replace(
-        device, limit=settings.memory_limit, overridden=True,
-        limit_source=f"of memory_limit = {human_size(settings.memory_limit)} ({origin})")
+        device,
+        limit=settings.memory_limit,
+        overridden=True,
+        limit_source=f"of memory_limit = {human_size(settings.memory_limit)} ({origin})",
+    )
 
 
 def weight_bytes(model_dir: Path) -> int:
@@ -99,16 +107,25 @@ def plan_for(settings: Settings, device: mp.Device | None = None) -> mp.Plan:
         config = json.loads((path / "config.json").read_text())
         shape = mp.Shape.from_config(config)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot read the shape of {path / 'config.json'} for the memory plan "
-                        f"({e}); is it a complete model? Re-run ./convert-model.sh.") from None
+        raise UserError(
+            f"cannot read the shape of {path / 'config.json'} for the memory plan "
+            f"({e}); is it a complete model? Re-run ./convert-model.sh."
+        ) from None
     can_quantize = True
     if settings.kv_bits:
         from ..adapter.kv import kv_quantization_works  # the same probe the engine runs
 
-        can_quantize = kv_quantization_works(settings.kv_bits, settings.kv_group_size,
-                                             shape.head_dim)
-    return mp.make_plan(config, weight_bytes(path), mp.Knobs.from_settings(settings),
-                        device or detect_device(settings), can_quantize, _world_size())
+        can_quantize = kv_quantization_works(
+            settings.kv_bits, settings.kv_group_size, shape.head_dim
+        )
+    return mp.make_plan(
+        config,
+        weight_bytes(path),
+        mp.Knobs.from_settings(settings),
+        device or detect_device(settings),
+        can_quantize,
+        _world_size(),
+    )
 
 
 def resolve(settings: Settings, plan: mp.Plan) -> Settings:
@@ -116,10 +133,13 @@ def resolve(settings: Settings, plan: mp.Plan) -> Settings:
     would mean no byte limit); everything below start sees an int."""
     if settings.prompt_cache_bytes != "auto":
         return settings
-    origins = {**settings.origins,
-               "prompt_cache_bytes": f"auto: what the memory plan leaves ({settings.origin('prompt_cache_bytes')})"}
-    return dataclasses.replace(settings, prompt_cache_bytes=max(plan.prompt_cache, 1),
-                               origins=origins)
+    origins = {
+        **settings.origins,
+        "prompt_cache_bytes": f"auto: what the memory plan leaves ({settings.origin('prompt_cache_bytes')})",
+    }
+    return dataclasses.replace(
+        settings, prompt_cache_bytes=max(plan.prompt_cache, 1), origins=origins
+    )
 
 
 def apply_limits(plan: mp.Plan) -> None:
@@ -153,17 +173,28 @@ def table(plan: mp.Plan, settings: Settings) -> str:
     kv = f"{plan.kv_bits}-bit" if plan.kv_bits else "full precision"
     rows = [
         ("weights", plan.weights, str(settings.model_path)),
-        (f"KV cache at max_tokens = {k.max_tokens}", plan.kv_at_cap,
-         f"{kv}: {plan.kv_per_token_quantized:,.0f} B/token ({plan.kv_per_token_full:,.0f} "
-         f"below quantized_kv_start = {k.quantized_kv_start})"),
-        (f"prefill at prefill_step_size = {k.prefill_step_size}", plan.prefill,
-         "scores held in memory" if plan.scores_in_memory else "fused attention"),
-        ("prompt cache" + (" (auto)" if plan.prompt_cache_auto else ""), plan.prompt_cache,
-         f"up to {k.prompt_cache_size} entries"),
+        (
+            f"KV cache at max_tokens = {k.max_tokens}",
+            plan.kv_at_cap,
+            f"{kv}: {plan.kv_per_token_quantized:,.0f} B/token ({plan.kv_per_token_full:,.0f} "
+            f"below quantized_kv_start = {k.quantized_kv_start})",
+        ),
+        (
+            f"prefill at prefill_step_size = {k.prefill_step_size}",
+            plan.prefill,
+            "scores held in memory" if plan.scores_in_memory else "fused attention",
+        ),
+        (
+            "prompt cache" + (" (auto)" if plan.prompt_cache_auto else ""),
+            plan.prompt_cache,
+            f"up to {k.prompt_cache_size} entries",
+        ),
         ("runtime", plan.runtime, "Python, tokenizer, mlx"),
         ("total", plan.total, f"limit {mp.gb(plan.limit)} {plan.limit_source}"),
     ]
-    lines = [f"memory plan on {plan.platform}" + (f", {plan.ranks} ranks" if plan.ranks > 1 else "")]
+    lines = [
+        f"memory plan on {plan.platform}" + (f", {plan.ranks} ranks" if plan.ranks > 1 else "")
+    ]
     lines += [f"  {name:<38} {mp.gb(n):>9}  {note}" for name, n, note in rows]
     return "\n".join(lines + ["", plan.sentence])
 

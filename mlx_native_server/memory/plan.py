@@ -54,12 +54,17 @@ class Shape:
         q = config.get("quantization") or config.get("quantization_config") or {}
         dtype = DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2)
         bits = (q["bits"] + 32 / q.get("group_size", 64)) if "bits" in q else 8 * dtype
-        return cls(config["num_hidden_layers"], config["hidden_size"], heads,
-                   config.get("num_key_value_heads", heads),
-                   config.get("head_dim") or config["hidden_size"] // heads,
-                   config.get("num_experts_per_tok") or 1,  # a dense model: one MLP
-                   config.get("moe_intermediate_size") or config.get("intermediate_size", 0),
-                   dtype, bits)
+        return cls(
+            config["num_hidden_layers"],
+            config["hidden_size"],
+            heads,
+            config.get("num_key_value_heads", heads),
+            config.get("head_dim") or config["hidden_size"] // heads,
+            config.get("num_experts_per_tok") or 1,  # a dense model: one MLP
+            config.get("moe_intermediate_size") or config.get("intermediate_size", 0),
+            dtype,
+            bits,
+        )
 
 
 @dataclass(frozen=True)
@@ -147,17 +152,21 @@ def prefill_bytes(shape: Shape, step: int, context: int, scores: bool) -> int:
     copy of one layer's cache as it grows. GPUs run further layers ahead as
     room allows: mlx's memory limit (apply_limits sets it to the plan's)
     makes them wait instead, at no measured cost in speed."""
-    values = (PER_TOKEN_HIDDEN * shape.hidden + PER_TOKEN_HEAD * shape.heads * shape.head_dim
-              + shape.experts_per_token * (PER_TOKEN_EXPERT_HIDDEN * shape.hidden
-                                           + PER_TOKEN_EXPERT_INTER * shape.intermediate))
+    values = (
+        PER_TOKEN_HIDDEN * shape.hidden
+        + PER_TOKEN_HEAD * shape.heads * shape.head_dim
+        + shape.experts_per_token
+        * (PER_TOKEN_EXPERT_HIDDEN * shape.hidden + PER_TOKEN_EXPERT_INTER * shape.intermediate)
+    )
     out = step * values * shape.dtype_bytes
     if scores:
         out += step * context * (shape.heads * shape.dtype_bytes + 1)
     return out + int(context * kv_per_token(shape, 0, 64) / shape.layers)
 
 
-def _peak(shape: Shape, k: Knobs, bits: int, platform: str, tokens: int,
-          step: int) -> tuple[int, int, int]:
+def _peak(
+    shape: Shape, k: Knobs, bits: int, platform: str, tokens: int, step: int
+) -> tuple[int, int, int]:
     """(KV at `tokens`, the last chunk's working set, the larger of the two
     moments' KV + working set)."""
     full, quant = kv_per_token(shape, 0, 64), kv_per_token(shape, bits, k.kv_group_size)
@@ -192,8 +201,14 @@ class _Need(NamedTuple):
         return self.fixed + self.prompt_cache
 
 
-def make_plan(config: dict, weight_bytes: int, knobs: Knobs, device: Device,
-              can_quantize_kv: bool = True, ranks: int = 1) -> Plan:
+def make_plan(
+    config: dict,
+    weight_bytes: int,
+    knobs: Knobs,
+    device: Device,
+    can_quantize_kv: bool = True,
+    ranks: int = 1,
+) -> Plan:
     """The plan for a model (config.json and its *.safetensors bytes) at these
     settings on this device. Under mlx.launch each of `ranks` holds a share."""
     shape = Shape.from_config(config)
@@ -210,18 +225,37 @@ def make_plan(config: dict, weight_bytes: int, knobs: Knobs, device: Device,
     auto = knobs.prompt_cache_bytes == "auto"
     if auto and n.total <= device.limit:
         pc = min(AUTO_CEILING, knobs.prompt_cache_size * n.kv, device.limit - n.fixed)
-    plan = Plan("fits", "", device.platform, device.limit, device.limit_source, weights, bits,
-                kv_per_token(shape, 0, 64), kv_per_token(shape, bits, knobs.kv_group_size),
-                n.kv, n.prefill, pc, auto, RUNTIME_BYTES, n.fixed + pc, shape=shape, knobs=knobs,
-                scores_in_memory=scores_materialized(
-                    device.platform, bits > 0 and knobs.max_tokens > knobs.quantized_kv_start),
-                ranks=ranks,
-                wired_limit=(min(device.limit, device.working_set)
-                             if device.platform == "macos" else 0))
+    plan = Plan(
+        "fits",
+        "",
+        device.platform,
+        device.limit,
+        device.limit_source,
+        weights,
+        bits,
+        kv_per_token(shape, 0, 64),
+        kv_per_token(shape, bits, knobs.kv_group_size),
+        n.kv,
+        n.prefill,
+        pc,
+        auto,
+        RUNTIME_BYTES,
+        n.fixed + pc,
+        shape=shape,
+        knobs=knobs,
+        scores_in_memory=scores_materialized(
+            device.platform, bits > 0 and knobs.max_tokens > knobs.quantized_kv_start
+        ),
+        ranks=ranks,
+        wired_limit=(min(device.limit, device.working_set) if device.platform == "macos" else 0),
+    )
     floor = need(replace(knobs, max_tokens=min(knobs.max_tokens, MIN_CONTEXT), prompt_cache_size=0))
     if floor.total > device.limit:
-        return replace(plan, verdict="cannot_fit",
-                       sentence=_cannot_fit(plan, device, shape, weight_bytes, floor.total))
+        return replace(
+            plan,
+            verdict="cannot_fit",
+            sentence=_cannot_fit(plan, device, shape, weight_bytes, floor.total),
+        )
     if plan.total > device.limit:
         fixes = _fixes(knobs, device, need)
         return replace(plan, verdict="fits_if", fixes=fixes, sentence=_fits_if(plan, fixes))
@@ -249,8 +283,9 @@ def _fixes(k: Knobs, device: Device, need: Callable[[Knobs], _Need]) -> list[dic
     n = _largest(least, k.max_tokens, lambda n: fits(max_tokens=n))
     if n is not None:
         out.append({"max_tokens": _round_tokens(n)})
-    steps = [s for s in (1024, 512, 256, 128)
-             if s < k.prefill_step_size and fits(prefill_step_size=s)]
+    steps = [
+        s for s in (1024, 512, 256, 128) if s < k.prefill_step_size and fits(prefill_step_size=s)
+    ]
     if steps:
         out.append({"prefill_step_size": steps[0]})
     now = need(k)
@@ -288,9 +323,11 @@ def _fix_text(fix: dict) -> str:
 
 def _breakdown(p: Plan) -> str:
     pc = "auto " if p.prompt_cache_auto else ""
-    return (f"{gb(p.weights)} weights + {gb(p.kv_at_cap)} KV at {p.knobs.max_tokens:,} tokens + "
-            f"{gb(p.prefill)} prefill at step {p.knobs.prefill_step_size} + "
-            f"{gb(p.prompt_cache)} {pc}prompt cache + {gb(p.runtime)} runtime")
+    return (
+        f"{gb(p.weights)} weights + {gb(p.kv_at_cap)} KV at {p.knobs.max_tokens:,} tokens + "
+        f"{gb(p.prefill)} prefill at step {p.knobs.prefill_step_size} + "
+        f"{gb(p.prompt_cache)} {pc}prompt cache + {gb(p.runtime)} runtime"
+    )
 
 
 def _fits(p: Plan) -> str:
@@ -298,22 +335,29 @@ def _fits(p: Plan) -> str:
 
 
 def _fits_if(p: Plan, fixes: list[dict]) -> str:
-    return (f"does not fit: {_breakdown(p)} = {gb(p.total)}, above the {gb(p.limit)} "
-            f"{p.limit_source}. Any one of these fits: "
-            + "; or ".join(_fix_text(f) for f in fixes) + ".")
+    return (
+        f"does not fit: {_breakdown(p)} = {gb(p.total)}, above the {gb(p.limit)} "
+        f"{p.limit_source}. Any one of these fits: "
+        + "; or ".join(_fix_text(f) for f in fixes)
+        + "."
+    )
 
 
 def _cannot_fit(p: Plan, device: Device, shape: Shape, weight_bytes: int, floor: int) -> str:
-    text = (f"cannot fit: the weights ({gb(p.weights)}), the runtime and a {MIN_CONTEXT:,}-token "
-            f"context need {gb(floor)}, above the {gb(p.limit)} {p.limit_source}. ")
+    text = (
+        f"cannot fit: the weights ({gb(p.weights)}), the runtime and a {MIN_CONTEXT:,}-token "
+        f"context need {gb(floor)}, above the {gb(p.limit)} {p.limit_source}. "
+    )
     more = "raise memory_limit" if device.overridden else "use a machine with more memory"
     rest = floor - p.weights
     for bits in (6, 5, 4, 3, 2):  # group size 64: a scale and a bias add 0.5 bits
         smaller = weight_bytes * (bits + 0.5) / shape.weight_bits / p.ranks
         if bits + 0.5 < shape.weight_bits and smaller + rest <= p.limit:
-            return text + (f"A {bits}-bit conversion needs about {gb(smaller)} of weights "
-                           f"(.venv/bin/mlx_lm.convert --hf-path <hf-repo> -q --q-bits {bits}), "
-                           f"or {more}.")
+            return text + (
+                f"A {bits}-bit conversion needs about {gb(smaller)} of weights "
+                f"(.venv/bin/mlx_lm.convert --hf-path <hf-repo> -q --q-bits {bits}), "
+                f"or {more}."
+            )
     return text + f"No smaller quantization fits either: {more}."
 
 

@@ -21,13 +21,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hub as hub_download, install as model_install, source as model_source
 from ..core.errors import UserError
-from .hub import HubRepo
+from ..core.paths import Paths
+from . import hub as hub_download
+from . import install as model_install
+from . import source as model_source
 from .copy import same_filesystem
+from .hub import HubRepo
 from .output import Steps, check_target, disk_size, finish, one_line, partial_dir
 from .source import Source, human_bytes
-from ..core.paths import Paths
 
 DEFAULT_BITS = 4
 DEFAULT_GROUP_SIZE = 64
@@ -84,7 +86,8 @@ def check_architecture(config: dict) -> None:
         raise UserError(
             f"mlx-lm {mlx_lm_version()} does not support the '{config['model_type']}' architecture "
             "(model_type in config.json); a newer mlx-lm may: see MLX_LM_MANAGEMENT.md "
-            "(./setup-mlx-lm-repo.sh --check VERSION).") from None
+            "(./setup-mlx-lm-repo.sh --check VERSION)."
+        ) from None
 
 
 def run_converter(source: Path, dest: Path, s: ConvertSettings) -> None:
@@ -92,11 +95,12 @@ def run_converter(source: Path, dest: Path, s: ConvertSettings) -> None:
 
     try:
         # No quant_predicate: mlx-lm then uses the model's own (MiniMax: 8-bit gates).
-        convert(str(source), str(dest), quantize=True, q_bits=s.q_bits,
-                q_group_size=s.q_group_size)
-    except Exception as e:  # noqa: BLE001 - mlx-lm raises plain errors; say it in one line
-        raise UserError(f"mlx-lm could not convert {s.source}: {one_line(e)}; check that the "
-                        "checkpoint is complete and of a supported architecture.") from None
+        convert(str(source), str(dest), quantize=True, q_bits=s.q_bits, q_group_size=s.q_group_size)
+    except Exception as e:
+        raise UserError(
+            f"mlx-lm could not convert {s.source}: {one_line(e)}; check that the "
+            "checkpoint is complete and of a supported architecture."
+        ) from None
 
 
 def check_fits(config: dict, weight_bytes: int, s: ConvertSettings) -> None:
@@ -130,8 +134,9 @@ def inspect(s: ConvertSettings, step: Steps, api=None) -> Source | HubRepo:
         step(f"looking up {spec} on the Hugging Face Hub")
         src = hub_download.lookup(spec, s.revision, api)
         if not src.config.get("model_type"):
-            raise UserError(f"{spec}'s config.json has no model_type; it is not a model mlx-lm "
-                            "can convert.")
+            raise UserError(
+                f"{spec}'s config.json has no model_type; it is not a model mlx-lm can convert."
+            )
     check_architecture(src.config)
     return src
 
@@ -157,14 +162,16 @@ def _download_checkpoint(s: ConvertSettings, repo: HubRepo, api=None) -> Source:
     needed = repo.download_bytes
     if repo.parameters and same_filesystem(cache, s.paths.models_dir):
         needed += model_source.estimate_output_bytes(repo.parameters, s.q_bits, s.q_group_size)
-    model_source.check_free_space(cache, needed, f"downloading {repo.repo_id} "
-                                                 f"({human_bytes(repo.download_bytes)})")
+    model_source.check_free_space(
+        cache, needed, f"downloading {repo.repo_id} ({human_bytes(repo.download_bytes)})"
+    )
     path = hub_download.download(repo, api=api)
     return model_source.local(repo.repo_id, path, hub_id=repo.repo_id)
 
 
-def convert_model(s: ConvertSettings, src: Source | HubRepo, step: Steps,
-                  api=None) -> tuple[Path, str | None]:
+def convert_model(
+    s: ConvertSettings, src: Source | HubRepo, step: Steps, api=None
+) -> tuple[Path, str | None]:
     """Convert, check and move into place; return the output and the sample
     text. Raises UserError, leaving no output, on any failure."""
     out = s.output
@@ -175,8 +182,10 @@ def convert_model(s: ConvertSettings, src: Source | HubRepo, step: Steps,
     model_source.check_free_space(out.parent, estimate, f"the {s.q_bits}-bit model")
     tmp = partial_dir(out)
     try:
-        step(f"converting {_count(src.parameters)} weights to {s.q_bits} bits (group size "
-             f"{s.q_group_size}, about {human_bytes(estimate)}) with mlx-lm {mlx_lm_version()}")
+        step(
+            f"converting {_count(src.parameters)} weights to {s.q_bits} bits (group size "
+            f"{s.q_group_size}, about {human_bytes(estimate)}) with mlx-lm {mlx_lm_version()}"
+        )
         run_converter(src.path, tmp, s)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -187,24 +196,31 @@ def convert_model(s: ConvertSettings, src: Source | HubRepo, step: Steps,
 def _check_agrees(s: ConvertSettings, quant: dict) -> None:
     """An MLX source is installed as is: a --bits or --group-size asking for
     something else cannot be honoured."""
-    for flag, asked, has in (("--bits", s.bits, quant["bits"]),
-                             ("--group-size", s.group_size, quant["group_size"])):
+    for flag, asked, has in (
+        ("--bits", s.bits, quant["bits"]),
+        ("--group-size", s.group_size, quant["group_size"]),
+    ):
         if asked is not None and asked != has:
             raise UserError(
                 f"{s.source} is already an MLX model quantized at {quant['bits']} bits (group "
                 f"size {quant['group_size']}) and is installed as is, so {flag} {asked} cannot "
                 f"apply; drop {flag}, or convert the full-precision checkpoint with {flag} "
-                f"{asked}.")
+                f"{asked}."
+            )
 
 
-def install_model(s: ConvertSettings, src: Source | HubRepo, quant: dict, step: Steps,
-                  api=None) -> tuple[Path, str | None]:
+def install_model(
+    s: ConvertSettings, src: Source | HubRepo, quant: dict, step: Steps, api=None
+) -> tuple[Path, str | None]:
     """Install an MLX source as is into local-models/<name>; return the
     output and the sample text. Checks the flags, the target and the memory
     plan before anything is downloaded or copied."""
     _check_agrees(s, quant)
-    print(f"  already MLX ({quant['bits']} bits, group size {quant['group_size']}): installed as "
-          "is, no conversion", flush=True)
+    print(
+        f"  already MLX ({quant['bits']} bits, group size {quant['group_size']}): installed as "
+        "is, no conversion",
+        flush=True,
+    )
     out = s.installed
     check_target(out, s.force)
     if s.verify:
@@ -254,7 +270,8 @@ def report(s: ConvertSettings, done: str, out: Path, text: str | None) -> None:
     print(f"quantized: {quantization_summary(config)}")
     if text is not None:
         print(f"sample:    {text!r}")
-    print(f"\nTo serve it, put this line in {s.paths.config_file.name}:\n"
-          f"    model = \"{shown}\"\n"
-          f"or run: ./start-server.sh --model {shown}")
-
+    print(
+        f"\nTo serve it, put this line in {s.paths.config_file.name}:\n"
+        f'    model = "{shown}"\n'
+        f"or run: ./start-server.sh --model {shown}"
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .source import human_bytes
 
@@ -17,6 +17,7 @@ REPORT_EVERY = 10  # percent of the total between two progress lines
 
 def same_filesystem(a: Path, b: Path) -> bool:
     """Whether a and b (or their nearest existing parents) share a device."""
+
     def dev(p: Path) -> int:
         while not p.exists():
             p = p.parent
@@ -54,13 +55,13 @@ def link_or_copy(files: list[Path], dest: Path, say: Callable[[str], None] = pri
     are followed: dest holds the files themselves."""
     sources = [f.resolve() for f in files]
     try:
-        for src, file in zip(sources, files):
+        for src, file in zip(sources, files, strict=True):
             os.link(src, dest / file.name)
         return "linked"
     except OSError:  # another filesystem, or one without hard links
         for file in files:
             (dest / file.name).unlink(missing_ok=True)
     progress = Progress(sum(s.stat().st_size for s in sources), say)
-    for src, file in zip(sources, files):
+    for src, file in zip(sources, files, strict=True):
         _copy(src, dest / file.name, progress)
     return "copied"

@@ -35,9 +35,7 @@ BOS, EOS, UNK = "]~!b[", "[e~[", "]!d~["
 THINK_END = "</think>"
 
 THINK_SCRIPT = "The user wrote something, but I am only a demo with random weights..."
-ANSWER_SCRIPT = (
-    "Hello! This tiny model says one fixed thing: load real MiniMax for useful answers."
-)
+ANSWER_SCRIPT = "Hello! This tiny model says one fixed thing: load real MiniMax for useful answers."
 
 _CORPUS = """\
 The quick brown fox jumps over the lazy dog. A local server answers requests
@@ -185,6 +183,7 @@ def _lm_head(rng, embed, chain: list[int], suppressed: list[int]):
 
 def _layer_weights(rng, p: str, s: Sizes) -> dict:
     """One decoder layer, Hugging Face names, per-expert w1/w2/w3."""
+
     def lin(out_dim, in_dim, scale=1.0):
         w = rng.standard_normal((out_dim, in_dim), dtype=np.float32)
         return w * (scale / np.sqrt(in_dim))
@@ -297,11 +296,16 @@ def _write_checkpoint(dest: Path, seed: int, layout: str) -> None:
     generation = {  # MiniMax's recommended sampling, with the demo's token ids
         "bos_token_id": config["bos_token_id"],
         "eos_token_id": config["eos_token_id"],
-        "do_sample": True, "temperature": 1.0, "top_p": 0.95, "top_k": 40,
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": 40,
     }
     _save_safetensors(dest / "model.safetensors", weights, layout)
-    files = {"config.json": json.dumps(config, indent=2),
-             "generation_config.json": json.dumps(generation, indent=2)}
+    files = {
+        "config.json": json.dumps(config, indent=2),
+        "generation_config.json": json.dumps(generation, indent=2),
+    }
     for name, text in {**files, **_tokenizer_files(tok)}.items():
         (dest / name).write_text(text, encoding="utf-8")
 
@@ -382,4 +386,3 @@ BANNER = """\
 The demo model is a tiny MiniMax-M2-shaped model with random weights: its
 answers are random text (greedy decoding recites one fixed reply). It is for
 trying the server's plumbing only."""
-

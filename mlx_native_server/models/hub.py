@@ -52,22 +52,30 @@ def _hub_error(repo_id: str, e: BaseException) -> UserError:
     from huggingface_hub import errors
 
     if type(e).__name__ == "OfflineModeIsEnabled":
-        return UserError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded; unset it, "
-                         "or pass the local directory of a downloaded checkpoint.")
+        return UserError(
+            f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded; unset it, "
+            "or pass the local directory of a downloaded checkpoint."
+        )
     if isinstance(e, errors.GatedRepoError):
-        return UserError(f"{repo_id} is gated: accept its terms on "
-                         f"https://huggingface.co/{repo_id} and log in with 'hf auth login', "
-                         "then run again.")
+        return UserError(
+            f"{repo_id} is gated: accept its terms on "
+            f"https://huggingface.co/{repo_id} and log in with 'hf auth login', "
+            "then run again."
+        )
     if isinstance(e, errors.RepositoryNotFoundError):
-        return UserError(f"{repo_id} was not found on the Hugging Face Hub (or it is private: "
-                         "log in with 'hf auth login'); check the name.")
+        return UserError(
+            f"{repo_id} was not found on the Hugging Face Hub (or it is private: "
+            "log in with 'hf auth login'); check the name."
+        )
     if isinstance(e, errors.RevisionNotFoundError):
         return UserError(f"{repo_id} has no such revision; check the branch, tag or commit.")
     if isinstance(e, errors.HfHubHTTPError):
         return UserError(f"the Hugging Face Hub refused {repo_id} ({_short(e)}); try again later.")
-    return UserError(f"could not reach the Hugging Face Hub to download {repo_id} ({_short(e)}); "
-                     "check the network, or download the checkpoint elsewhere and pass its "
-                     "local directory.")
+    return UserError(
+        f"could not reach the Hugging Face Hub to download {repo_id} ({_short(e)}); "
+        "check the network, or download the checkpoint elsewhere and pass its "
+        "local directory."
+    )
 
 
 def _api(api: Any) -> Any:
@@ -81,9 +89,11 @@ def _api(api: Any) -> Any:
 def cached(repo_id: str, revision: str | None, api: Any = None) -> Path | None:
     """The complete snapshot in the local cache, if there is one (no network)."""
     try:
-        path = Path(_api(api).snapshot_download(repo_id, revision=revision,
-                                                allow_patterns=ALLOW_PATTERNS,
-                                                local_files_only=True))
+        path = Path(
+            _api(api).snapshot_download(
+                repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS, local_files_only=True
+            )
+        )
     except Exception:
         return None
     return path if (path / "config.json").is_file() else None
@@ -109,8 +119,15 @@ def lookup(repo_id: str, revision: str | None, api: Any = None) -> HubRepo:
     size = sum(s.size or 0 for s in files)
     weights = sum(s.size or 0 for s in files if s.rfilename.endswith(".safetensors"))
     params = getattr(info.safetensors, "total", None) if info.safetensors else None
-    return HubRepo(repo_id, revision, config if isinstance(config, dict) else {}, size, weights,
-                   params, tuple(s.rfilename for s in files))
+    return HubRepo(
+        repo_id,
+        revision,
+        config if isinstance(config, dict) else {},
+        size,
+        weights,
+        params,
+        tuple(s.rfilename for s in files),
+    )
 
 
 def tensor_names(repo: HubRepo, api: Any = None) -> list[str]:
@@ -133,9 +150,16 @@ def download(repo: HubRepo, local_dir: Path | None = None, api: Any = None) -> P
     where = local_dir or cache_dir()
     print(f"downloading {repo.repo_id} into {where}...", flush=True)
     try:
-        return Path(_api(api).snapshot_download(repo.repo_id, revision=repo.revision,
-                                                allow_patterns=ALLOW_PATTERNS,
-                                                local_dir=local_dir))
+        return Path(
+            _api(api).snapshot_download(
+                repo.repo_id,
+                revision=repo.revision,
+                allow_patterns=ALLOW_PATTERNS,
+                local_dir=local_dir,
+            )
+        )
     except Exception as e:
-        raise UserError(f"the download of {repo.repo_id} into {where} stopped ({_short(e)}); run "
-                        "the same command again to resume it.") from None
+        raise UserError(
+            f"the download of {repo.repo_id} into {where} stopped ({_short(e)}); run "
+            "the same command again to resume it."
+        ) from None

@@ -14,10 +14,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import hub as hub_download, source as model_source
 from ..core.errors import UserError
-from .hub import HubRepo
+from . import hub as hub_download
+from . import source as model_source
 from .copy import link_or_copy, same_filesystem
+from .hub import HubRepo
 from .output import Steps, disk_size, finish, partial_dir
 from .source import Source, human_bytes
 
@@ -25,8 +26,11 @@ from .source import Source, human_bytes
 def files_to_install(src: Source) -> list[Path]:
     """The files mlx-lm loads (the checked weight files, config, tokenizer,
     chat template), as a Hub download of the same model would hold them."""
-    top = [f for f in src.path.iterdir()
-           if f.is_file() and not f.name.startswith(".") and hub_download.wanted(f.name)]
+    top = [
+        f
+        for f in src.path.iterdir()
+        if f.is_file() and not f.name.startswith(".") and hub_download.wanted(f.name)
+    ]
     return sorted({f.name: f for f in [*top, *src.weights]}.values(), key=lambda f: f.name)
 
 
@@ -43,8 +47,10 @@ def from_local(src: Source, out: Path, step: Steps, verify: bool) -> str | None:
         how = link_or_copy(files, tmp)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"copying {src.path} into {out.parent} failed ({e}); nothing was kept: "
-                        "free some space or fix the permissions, then run again.") from None
+        raise UserError(
+            f"copying {src.path} into {out.parent} failed ({e}); nothing was kept: "
+            "free some space or fix the permissions, then run again."
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -63,15 +69,21 @@ def from_hub(repo: HubRepo, out: Path, step: Steps, verify: bool, api=None) -> s
     stops keeps what it fetched for the next run."""
     if not any(name in model_source.TOKENIZER_FILES for name in repo.files):
         wanted = ", ".join(model_source.TOKENIZER_FILES)
-        raise UserError(f"{repo.repo_id} has no tokenizer ({wanted}); it cannot be served as it "
-                        "is: pick a repo that ships one.")
+        raise UserError(
+            f"{repo.repo_id} has no tokenizer ({wanted}); it cannot be served as it "
+            "is: pick a repo that ships one."
+        )
     tmp = download_dir(out)
     have = disk_size(tmp) if tmp.exists() else 0
-    model_source.check_free_space(out.parent, max(repo.download_bytes - have, 0),
-                                  f"downloading {repo.repo_id} "
-                                  f"({human_bytes(repo.download_bytes)})")
-    step(f"downloading {repo.repo_id} as is ({human_bytes(repo.download_bytes)}"
-         + (f", {human_bytes(have)} of it already here)" if have else ")"))
+    model_source.check_free_space(
+        out.parent,
+        max(repo.download_bytes - have, 0),
+        f"downloading {repo.repo_id} ({human_bytes(repo.download_bytes)})",
+    )
+    step(
+        f"downloading {repo.repo_id} as is ({human_bytes(repo.download_bytes)}"
+        + (f", {human_bytes(have)} of it already here)" if have else ")")
+    )
     hub_download.download(repo, tmp, api)
     try:
         # huggingface_hub's resume bookkeeping; the model is complete without it.

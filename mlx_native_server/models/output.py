@@ -37,8 +37,9 @@ def check_target(out: Path, force: bool) -> None:
     """UserError if `out` exists and may not be replaced; else make its
     parent and remove the partial outputs of runs that died."""
     if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to replace it, or --name to pick "
-                        "another name.")
+        raise UserError(
+            f"{out} already exists; pass --force to replace it, or --name to pick another name."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
 
@@ -67,8 +68,10 @@ def sample(path: Path, what: str = "converted") -> str:
     try:
         return mlx_lm_sample(str(path), SAMPLE_TOKENS)
     except Exception as e:
-        raise UserError(f"the {what} model did not load and generate ({one_line(e)}); "
-                        "nothing was kept. Run again with --no-verify to keep it anyway.") from None
+        raise UserError(
+            f"the {what} model did not load and generate ({one_line(e)}); "
+            "nothing was kept. Run again with --no-verify to keep it anyway."
+        ) from None
 
 
 def swap_in(tmp: Path, out: Path) -> None:

@@ -69,13 +69,17 @@ def read_config(path: Path) -> dict:
     try:
         config = json.loads(file.read_text("utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path} has no config.json, so it is not a Hugging Face checkpoint; "
-                        "pass the directory that holds config.json and the weights.") from None
+        raise UserError(
+            f"{path} has no config.json, so it is not a Hugging Face checkpoint; "
+            "pass the directory that holds config.json and the weights."
+        ) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{file} cannot be read ({e}); download the checkpoint again.") from None
     if not isinstance(config, dict) or not config.get("model_type"):
-        raise UserError(f"{file} has no model_type, so the architecture is unknown; "
-                        "download the checkpoint again or fix config.json.")
+        raise UserError(
+            f"{file} has no model_type, so the architecture is unknown; "
+            "download the checkpoint again or fix config.json."
+        )
     return config
 
 
@@ -86,26 +90,33 @@ def weight_files(path: Path) -> list[Path]:
         try:
             names = sorted(set(json.loads(index.read_text("utf-8"))["weight_map"].values()))
         except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{index} cannot be read ({e}); download the checkpoint "
-                            "again.") from None
+            raise UserError(
+                f"{index} cannot be read ({e}); download the checkpoint again."
+            ) from None
         missing = [n for n in names if not (path / n).is_file()]
         if missing:
-            raise UserError(f"{path} lacks {len(missing)} of the {len(names)} weight files its "
-                            f"index names (first: {missing[0]}); finish the download and run "
-                            "again.")
+            raise UserError(
+                f"{path} lacks {len(missing)} of the {len(names)} weight files its "
+                f"index names (first: {missing[0]}); finish the download and run "
+                "again."
+            )
         return [path / n for n in names]
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise UserError(f"{path} has no *.safetensors weight files; mlx-lm converts safetensors "
-                        "checkpoints only (download them, or convert .bin files with "
-                        "transformers first).")
+        raise UserError(
+            f"{path} has no *.safetensors weight files; mlx-lm converts safetensors "
+            "checkpoints only (download them, or convert .bin files with "
+            "transformers first)."
+        )
     return files
 
 
 def check_tokenizer(path: Path) -> None:
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise UserError(f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the "
-                        "tokenizer files of the original model into it and run again.")
+        raise UserError(
+            f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the "
+            "tokenizer files of the original model into it and run again."
+        )
 
 
 def safetensors_header(file: Path) -> dict:
@@ -116,8 +127,9 @@ def safetensors_header(file: Path) -> dict:
             (length,) = struct.unpack("<Q", f.read(8))
             return json.loads(f.read(length))
     except (OSError, ValueError, struct.error) as e:
-        raise UserError(f"{file} is not a readable safetensors file ({e}); "
-                        "download it again.") from None
+        raise UserError(
+            f"{file} is not a readable safetensors file ({e}); download it again."
+        ) from None
 
 
 def tensors(files: list[Path]) -> dict[str, dict]:
@@ -149,8 +161,12 @@ def mlx_quantization(config: dict) -> dict | None:
     GPTQ, AWQ, FP8 and the like name a `quant_method`: they are not MLX."""
     for key in ("quantization", "quantization_config"):
         q = config.get(key)
-        if (isinstance(q, dict) and "quant_method" not in q
-                and isinstance(q.get("bits"), int) and isinstance(q.get("group_size"), int)):
+        if (
+            isinstance(q, dict)
+            and "quant_method" not in q
+            and isinstance(q.get("bits"), int)
+            and isinstance(q.get("group_size"), int)
+        ):
             return q
     return None
 
@@ -177,15 +193,19 @@ def check_free_space(where: Path, needed: int, what: str) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed + _SPARE_BYTES:
-        raise UserError(f"{what} needs about {human_bytes(needed)} but {probe} has "
-                        f"{human_bytes(free)} free; free some space or convert elsewhere.")
+        raise UserError(
+            f"{what} needs about {human_bytes(needed)} but {probe} has "
+            f"{human_bytes(free)} free; free some space or convert elsewhere."
+        )
 
 
 def local(spec: str, path: Path, hub_id: str | None = None) -> Source:
     """Check a local checkpoint directory and count its weights."""
     if not path.is_dir():
-        raise UserError(f"'{spec}' is neither a directory nor a Hugging Face repo id "
-                        "(owner/name); check the spelling.")
+        raise UserError(
+            f"'{spec}' is neither a directory nor a Hugging Face repo id "
+            "(owner/name); check the spelling."
+        )
     config = read_config(path)
     files = weight_files(path)
     check_tokenizer(path)

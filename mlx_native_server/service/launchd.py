@@ -66,28 +66,47 @@ class Launchd:
         r = proc.run(["launchctl", "print", self.target], check=False)
         base = dict(manager=self.manager, name=self.name, file=self.file, installed=installed)
         if r.returncode == 127:
-            return ServiceState(**base, loaded=None, running=False, pid=None, last_exit=None,
-                                detail="launchctl was not found (launchd is macOS only)")
+            return ServiceState(
+                **base,
+                loaded=None,
+                running=False,
+                pid=None,
+                last_exit=None,
+                detail="launchctl was not found (launchd is macOS only)",
+            )
         if not r.ok:
-            return ServiceState(**base, loaded=False, running=False, pid=None, last_exit=None,
-                                state="not loaded")
+            return ServiceState(
+                **base, loaded=False, running=False, pid=None, last_exit=None, state="not loaded"
+            )
         fields = print_fields(r.stdout)
         pid = int(fields["pid"]) if fields.get("pid", "").isdigit() else None
         state = fields.get("state", "")
-        return ServiceState(**base, loaded=True, running=state == "running" and pid is not None,
-                            pid=pid, last_exit=last_exit(fields), state=state)
+        return ServiceState(
+            **base,
+            loaded=True,
+            running=state == "running" and pid is not None,
+            pid=pid,
+            last_exit=last_exit(fields),
+            state=state,
+        )
 
     def _bootstrap(self) -> None:
-        proc.run(["launchctl", "bootstrap", self.domain, str(self.file)],
-                 what=f"launchctl bootstrap {self.domain} {self.file}",
-                 hint=(f"the {self.domain} domain exists only for a user logged in at the "
-                       f"desktop; check the file with 'plutil -lint {self.file}'"))
+        proc.run(
+            ["launchctl", "bootstrap", self.domain, str(self.file)],
+            what=f"launchctl bootstrap {self.domain} {self.file}",
+            hint=(
+                f"the {self.domain} domain exists only for a user logged in at the "
+                f"desktop; check the file with 'plutil -lint {self.file}'"
+            ),
+        )
 
     def _bootout(self) -> None:
         proc.run(["launchctl", "bootout", self.target], check=False)
         if not wait_until(lambda: not self.state().loaded, UNLOAD_TIMEOUT):
-            raise UserError(f"launchd still has {self.target} loaded after "
-                            f"'launchctl bootout {self.target}'; run that again, then retry.")
+            raise UserError(
+                f"launchd still has {self.target} loaded after "
+                f"'launchctl bootout {self.target}'; run that again, then retry."
+            )
 
     def install(self, content: bytes, private: bool) -> list[str]:
         """Replace any loaded copy with `content` and load it; says what it did."""
@@ -99,8 +118,10 @@ class Launchd:
         write_file(self.file, content, private)
         done.append(f"wrote {self.file}")
         self._bootstrap()
-        done.append(f"loaded it with 'launchctl bootstrap {self.domain}': it starts now "
-                    "and at every login, and restarts after a crash but not after a stop")
+        done.append(
+            f"loaded it with 'launchctl bootstrap {self.domain}': it starts now "
+            "and at every login, and restarts after a crash but not after a stop"
+        )
         return done
 
     def uninstall(self) -> list[str]:
@@ -120,7 +141,9 @@ class Launchd:
         if not st.loaded:
             self._bootstrap()
         elif not st.running:
-            proc.run(["launchctl", "kickstart", self.target], what=f"launchctl kickstart {self.target}")
+            proc.run(
+                ["launchctl", "kickstart", self.target], what=f"launchctl kickstart {self.target}"
+            )
 
     def stop(self, timeout: float) -> str | None:
         """Stop the job so it stays stopped; None if it was not running."""
@@ -132,12 +155,20 @@ class Launchd:
                 return None
             # Crashed and waiting out ThrottleInterval: unload so it stays down.
             self._bootout()
-            return (f"unloaded {self.target}, which was waiting to restart after a crash "
-                    f"({st.last_exit_text}); ./start-server.sh --service loads it again")
-        proc.run(["launchctl", "kill", "TERM", self.target], what=f"launchctl kill TERM {self.target}")
+            return (
+                f"unloaded {self.target}, which was waiting to restart after a crash "
+                f"({st.last_exit_text}); ./start-server.sh --service loads it again"
+            )
+        proc.run(
+            ["launchctl", "kill", "TERM", self.target], what=f"launchctl kill TERM {self.target}"
+        )
         if wait_until(lambda: not self.state().running, timeout):
-            return (f"stopped the login service {self.name} (pid {st.pid}) with 'launchctl kill "
-                    "TERM'; it stays stopped until ./start-server.sh --service or your next login")
+            return (
+                f"stopped the login service {self.name} (pid {st.pid}) with 'launchctl kill "
+                "TERM'; it stays stopped until ./start-server.sh --service or your next login"
+            )
         self._bootout()
-        return (f"the login service {self.name} (pid {st.pid}) did not stop within {timeout:g}s; "
-                f"unloaded it with 'launchctl bootout' (./start-server.sh --service loads it again)")
+        return (
+            f"the login service {self.name} (pid {st.pid}) did not stop within {timeout:g}s; "
+            f"unloaded it with 'launchctl bootout' (./start-server.sh --service loads it again)"
+        )

@@ -43,8 +43,9 @@ def manager(paths, environ: Mapping[str, str] | None = None) -> Manager:
     return Launchd(paths) if name == "launchd" else Systemd(paths)
 
 
-def build_spec(settings: config.Settings, args: tuple[str, ...],
-               environ: Mapping[str, str] | None = None) -> ServiceSpec:
+def build_spec(
+    settings: config.Settings, args: tuple[str, ...], environ: Mapping[str, str] | None = None
+) -> ServiceSpec:
     environ = os.environ if environ is None else environ
     p = settings.paths
     env = []
@@ -52,15 +53,21 @@ def build_spec(settings: config.Settings, args: tuple[str, ...],
         env.append(("MLX_NATIVE_SERVER_HOME", str(p.home)))
     if environ.get("MLX_NATIVE_SERVER_CONFIG"):
         env.append(("MLX_NATIVE_SERVER_CONFIG", str(p.config_file)))
-    return ServiceSpec(repo_dir=p.project_dir, python=p.venv / "bin" / "python",
-                       log_dir=p.log_dir, args=args, environment=tuple(env),
-                       stop_grace=stop_grace(settings.shutdown_timeout))
+    return ServiceSpec(
+        repo_dir=p.project_dir,
+        python=p.venv / "bin" / "python",
+        log_dir=p.log_dir,
+        args=args,
+        environment=tuple(env),
+        stop_grace=stop_grace(settings.shutdown_timeout),
+    )
 
 
 def _check_servable(settings: config.Settings, mgr: Manager) -> None:
     """Refuse to install a service that could only crash-loop."""
     if settings.model == "demo":
         from ..models import demo as demo_model
+
         demo_model.generate(settings.paths.demo_model)
     preflight.check_security(settings)
     preflight.check_model(settings)
@@ -68,8 +75,10 @@ def _check_servable(settings: config.Settings, mgr: Manager) -> None:
         holder = who_listens(settings.port)
         if holder is None or holder.pid != mgr.state().pid:
             who = holder.describe() if holder else "another process"
-            raise UserError(f"port {settings.port} is in use by {who}; stop it first "
-                            f"(./stop-server.sh --port {settings.port}) or install with --port N.")
+            raise UserError(
+                f"port {settings.port} is in use by {who}; stop it first "
+                f"(./stop-server.sh --port {settings.port}) or install with --port N."
+            )
 
 
 def _make_log_files(paths) -> None:
@@ -102,9 +111,11 @@ def install_service(settings: config.Settings, recorded: tuple[str, ...]) -> Non
     for line in mgr.install(content, private=spec.holds_key):
         print(f"{mgr.manager}: {line}")
     p = settings.paths
-    print(f"installed the login service {mgr.name}; it serves {settings.base_url} once the "
-          f"model has loaded. Check: ./start-server.sh --status. Logs: {p.app_log} "
-          f"(service output: {p.stdout_log}, {p.stderr_log}).")
+    print(
+        f"installed the login service {mgr.name}; it serves {settings.base_url} once the "
+        f"model has loaded. Check: ./start-server.sh --status. Logs: {p.app_log} "
+        f"(service output: {p.stdout_log}, {p.stderr_log})."
+    )
 
 
 def uninstall_service(settings: config.Settings) -> None:
@@ -115,11 +126,14 @@ def uninstall_service(settings: config.Settings) -> None:
     for line in done:
         print(f"{mgr.manager}: {line}")
     if not done:
-        print(f"the login service {mgr.name} is not installed ({mgr.file} does not exist); "
-              "nothing to do.")
+        print(
+            f"the login service {mgr.name} is not installed ({mgr.file} does not exist); "
+            "nothing to do."
+        )
 
 
 # --- for start, stop and status ---------------------------------------------
+
 
 def service_settings(mgr: Manager, base: config.Settings) -> config.Settings:
     """The settings the installed service runs with: its recorded flags over
@@ -186,8 +200,10 @@ def start_service(settings: config.Settings) -> int:
     found = installed(settings)
     if found is None:
         mgr = manager(settings.paths)
-        raise UserError(f"the login service is not installed ({mgr.file} does not exist); "
-                        "run ./install-service.sh first.")
+        raise UserError(
+            f"the login service is not installed ({mgr.file} does not exist); "
+            "run ./install-service.sh first."
+        )
     mgr, svc = found
     before = mgr.state()
     if before.running and probe_health(svc)[0] == 200:
@@ -199,15 +215,21 @@ def start_service(settings: config.Settings) -> int:
     while time.monotonic() < deadline:
         if probe_health(svc, timeout=1.0)[0] == 200:
             st = mgr.state()
-            print(f"ready: {svc.base_url} (model {svc.served_model_id}), served by the login "
-                  f"service {mgr.name} (pid {st.pid})")
+            print(
+                f"ready: {svc.base_url} (model {svc.served_model_id}), served by the login "
+                f"service {mgr.name} (pid {st.pid})"
+            )
             return 0
         st = mgr.state()
         settled = time.monotonic() - started > START_GRACE
         if not st.running and settled and st.last_exit not in (None, 0):
-            raise UserError(f"the login service {mgr.name} stopped while starting "
-                            f"({st.last_exit_text}); see {svc.paths.app_log} and "
-                            f"{svc.paths.stderr_log}.")
+            raise UserError(
+                f"the login service {mgr.name} stopped while starting "
+                f"({st.last_exit_text}); see {svc.paths.app_log} and "
+                f"{svc.paths.stderr_log}."
+            )
         time.sleep(0.5)
-    raise UserError(f"the login service {mgr.name} did not answer {svc.base_url[:-3]}/health "
-                    f"within {svc.start_timeout:g}s (start_timeout); see {svc.paths.app_log}.")
+    raise UserError(
+        f"the login service {mgr.name} did not answer {svc.base_url[:-3]}/health "
+        f"within {svc.start_timeout:g}s (start_timeout); see {svc.paths.app_log}."
+    )

@@ -23,8 +23,10 @@ STOP_GRACE_MARGIN = 20  # seconds past shutdown_timeout before SIGKILL (cancel +
 # launchd starts jobs with PATH=/usr/bin:/bin:/usr/sbin:/sbin; add Homebrew's.
 BASE_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 API_KEY_ENV = "MLX_NATIVE_SERVER_API_KEY"
-HEADER = ("# Written by ./install-service.sh (mlx-native-server); run it again to "
-          "change this file. See SERVICE.md.")
+HEADER = (
+    "# Written by ./install-service.sh (mlx-native-server); run it again to "
+    "change this file. See SERVICE.md."
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,12 @@ class ServiceSpec:
         return f"{self.python.parent}:{BASE_PATH}"
 
     def placeholders(self) -> dict[str, str]:
-        return {"__REPO_DIR__": str(self.repo_dir), "__PYTHON__": str(self.python),
-                "__LOG_DIR__": str(self.log_dir), "__PATH__": self.path}
+        return {
+            "__REPO_DIR__": str(self.repo_dir),
+            "__PYTHON__": str(self.python),
+            "__LOG_DIR__": str(self.log_dir),
+            "__PATH__": self.path,
+        }
 
 
 def stop_grace(shutdown_timeout: float) -> int:
@@ -93,7 +99,7 @@ def render_plist(template_bytes: bytes, spec: ServiceSpec) -> bytes:
 def recorded_args_from_plist(content: bytes) -> list[str]:
     """The flags an installed plist replays (those after `serve`)."""
     program = plistlib.loads(content).get("ProgramArguments", [])
-    return list(program[program.index("serve") + 1:]) if "serve" in program else []
+    return list(program[program.index("serve") + 1 :]) if "serve" in program else []
 
 
 def _unescape_specifiers(text: str) -> str:
@@ -121,7 +127,11 @@ def unit_lines(spec: ServiceSpec) -> list[tuple[str, str, str]]:
     """The systemd user unit as (section, key, value) lines, in order."""
     env = [("PATH", spec.path), ("PYTHONUNBUFFERED", "1"), *spec.environment]
     return [
-        ("Unit", "Description", "mlx-native-server: OpenAI- and Anthropic-compatible MLX model server"),
+        (
+            "Unit",
+            "Description",
+            "mlx-native-server: OpenAI- and Anthropic-compatible MLX model server",
+        ),
         ("Unit", "StartLimitIntervalSec", str(START_LIMIT[1])),
         ("Unit", "StartLimitBurst", str(START_LIMIT[0])),
         ("Service", "Type", "simple"),
@@ -133,7 +143,11 @@ def unit_lines(spec: ServiceSpec) -> list[tuple[str, str, str]]:
         # SIGTERM to the server alone; SIGKILL to what is left after the grace.
         ("Service", "KillMode", "mixed"),
         ("Service", "TimeoutStopSec", str(spec.stop_grace)),
-        ("Service", "StandardOutput", "append:" + str(spec.log_dir / STDOUT_LOG).replace("%", "%%")),
+        (
+            "Service",
+            "StandardOutput",
+            "append:" + str(spec.log_dir / STDOUT_LOG).replace("%", "%%"),
+        ),
         ("Service", "StandardError", "append:" + str(spec.log_dir / STDERR_LOG).replace("%", "%%")),
         ("Install", "WantedBy", "default.target"),
     ]
@@ -153,7 +167,7 @@ def unit_value(content: bytes, key: str) -> str | None:
     """The first `key=` value of a unit file."""
     for line in content.decode().splitlines():
         if line.startswith(key + "="):
-            return line[len(key) + 1:]
+            return line[len(key) + 1 :]
     return None
 
 
@@ -163,4 +177,4 @@ def recorded_args_from_unit(content: bytes) -> list[str]:
     if exec_start is None:
         return []
     words = [_unescape_specifiers(w).replace("$$", "$") for w in shlex.split(exec_start)]
-    return words[words.index("serve") + 1:] if "serve" in words else []
+    return words[words.index("serve") + 1 :] if "serve" in words else []

@@ -52,9 +52,11 @@ class Systemd:
             return []
 
     def no_session(self, why: str) -> str:
-        return (f"systemd has no user session for {self.user} here ({why}); log in normally "
-                f"(ssh or desktop, not su or sudo), or let your services run without a login "
-                f"with 'sudo loginctl enable-linger {self.user}', then run ./install-service.sh again")
+        return (
+            f"systemd has no user session for {self.user} here ({why}); log in normally "
+            f"(ssh or desktop, not su or sudo), or let your services run without a login "
+            f"with 'sudo loginctl enable-linger {self.user}', then run ./install-service.sh again"
+        )
 
     def _ctl(self, *args: str, check: bool = True) -> proc.Result:
         """`systemctl --user ARGS`; a missing user session is always an error when checked."""
@@ -67,27 +69,40 @@ class Systemd:
             raise UserError("'systemctl' was not found on PATH; this needs a Linux with systemd.")
         if any(marker in last for marker in _NO_BUS):
             raise UserError(self.no_session(f"systemctl --user: {last}"))
-        raise UserError(f"'systemctl --user {shlex.join(args)}' failed: {last}. "
-                        f"See 'journalctl --user -u {self.name}'.")
+        raise UserError(
+            f"'systemctl --user {shlex.join(args)}' failed: {last}. "
+            f"See 'journalctl --user -u {self.name}'."
+        )
 
     def state(self) -> ServiceState:
-        base = dict(manager=self.manager, name=self.name, file=self.file,
-                    installed=self.file.exists())
+        base = dict(
+            manager=self.manager, name=self.name, file=self.file, installed=self.file.exists()
+        )
         r = self._ctl("show", self.name, f"--property={SHOW}", check=False)
         why = (r.stderr or r.stdout).strip().splitlines()
         why = why[-1] if why else ""
         if r.returncode == 127 or not r.ok:
-            detail = ("systemctl was not found" if r.returncode == 127 else
-                      self.no_session(why) if any(m in why for m in _NO_BUS) else why)
-            return ServiceState(**base, loaded=None, running=False, pid=None, last_exit=None,
-                                detail=detail)
+            detail = (
+                "systemctl was not found"
+                if r.returncode == 127
+                else self.no_session(why)
+                if any(m in why for m in _NO_BUS)
+                else why
+            )
+            return ServiceState(
+                **base, loaded=None, running=False, pid=None, last_exit=None, detail=detail
+            )
         f = show_fields(r.stdout)
         pid = int(f.get("MainPID", "0") or 0) or None
         active = f.get("ActiveState", "")
         return ServiceState(
-            **base, loaded=f.get("LoadState") == "loaded",
+            **base,
+            loaded=f.get("LoadState") == "loaded",
             running=active in ("active", "reloading", "deactivating") and pid is not None,
-            pid=pid, last_exit=last_exit(f), state=f"{active} ({f.get('SubState', '')})")
+            pid=pid,
+            last_exit=last_exit(f),
+            state=f"{active} ({f.get('SubState', '')})",
+        )
 
     def install(self, content: bytes, private: bool) -> list[str]:
         """Write the unit, reload, enable and (re)start it; says what it did."""
@@ -108,8 +123,10 @@ class Systemd:
         done.append("it starts at every login and restarts after a crash, not after a stop")
         linger = proc.run(["loginctl", "show-user", self.user, "--property=Linger"], check=False)
         if linger.ok and linger.stdout.strip() == "Linger=no":
-            done.append(f"it stops when you log out; to run it from boot without a login: "
-                        f"sudo loginctl enable-linger {self.user}")
+            done.append(
+                f"it stops when you log out; to run it from boot without a login: "
+                f"sudo loginctl enable-linger {self.user}"
+            )
         return done
 
     def uninstall(self) -> list[str]:
@@ -139,5 +156,7 @@ class Systemd:
             return None
         self._ctl("stop", self.name)
         pid = f" (pid {st.pid})" if st.pid else ""
-        return (f"stopped the login service {self.name}{pid} with 'systemctl --user stop'; it "
-                "stays stopped until ./start-server.sh --service, your next login or a reboot")
+        return (
+            f"stopped the login service {self.name}{pid} with 'systemctl --user stop'; it "
+            "stays stopped until ./start-server.sh --service, your next login or a reboot"
+        )

@@ -1,1 +1,3 @@
-"""Managing the mlx-lm install: source checkout, patch queue, wheel build and the venv it goes into."""
+"""Managing the mlx-lm install: source checkout, patch queue, wheel build and
+the venv it goes into.
+"""

@@ -15,12 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import UserError
 from . import install as venvs
 from . import patch_queue
-from ..core.errors import UserError
 from .git import git, head, is_dirty
-from .source import SourceSpec, Tree, checkout, is_release
 from .patch_queue import Applied, Patch
+from .source import SourceSpec, Tree, checkout, is_release
 from .wheel import build_wheel
 
 BUILT_TAG = "built"  # on the commit this script built, so later commits are the user's
@@ -52,8 +52,11 @@ def prepare(spec: SourceSpec, dest: Path, patches: list[Patch], cache: Path) -> 
                 patch_queue.apply_series(other.path, patches, other.version, keep_going=True)
                 patch_queue.seed_from(tree.path, other.path)
             except UserError as e:
-                print(f"note: without mlx-lm {base} at hand, patches made against it apply "
-                      f"without a three-way merge ({e})", flush=True)
+                print(
+                    f"note: without mlx-lm {base} at hand, patches made against it apply "
+                    f"without a three-way merge ({e})",
+                    flush=True,
+                )
     return tree
 
 
@@ -70,19 +73,27 @@ def _guard_repo(settings: BuildSettings, new_tree: Path) -> None:
     if settings.force or not repo.exists():
         return
     if not (repo / ".git").exists():
-        raise UserError(f"{repo} exists but is not a tree this script built; move it away "
-                        "or pass --force to replace it.")
+        raise UserError(
+            f"{repo} exists but is not a tree this script built; move it away "
+            "or pass --force to replace it."
+        )
     if is_dirty(repo):
-        raise UserError(f"{repo} has uncommitted changes; turn them into a patch in patches/ "
-                        "(see MLX_LM_MANAGEMENT.md) or pass --force to discard them.")
+        raise UserError(
+            f"{repo} has uncommitted changes; turn them into a patch in patches/ "
+            "(see MLX_LM_MANAGEMENT.md) or pass --force to discard them."
+        )
     old_head = head(repo)
     built = git(repo, "rev-parse", "-q", "--verify", f"refs/tags/{BUILT_TAG}", check=False)
-    same_files = (git(repo, "rev-parse", "HEAD^{tree}", check=False).stdout.strip()
-                  == git(new_tree, "rev-parse", "HEAD^{tree}").stdout.strip())
+    same_files = (
+        git(repo, "rev-parse", "HEAD^{tree}", check=False).stdout.strip()
+        == git(new_tree, "rev-parse", "HEAD^{tree}").stdout.strip()
+    )
     if old_head != built.stdout.strip() and not same_files:
-        raise UserError(f"{repo} has commits that are not in patches/ (HEAD {old_head[:9]}); "
-                        "export them with 'git format-patch' into patches/ and the series "
-                        "(see MLX_LM_MANAGEMENT.md), or pass --force to discard them.")
+        raise UserError(
+            f"{repo} has commits that are not in patches/ (HEAD {old_head[:9]}); "
+            "export them with 'git format-patch' into patches/ and the series "
+            "(see MLX_LM_MANAGEMENT.md), or pass --force to discard them."
+        )
 
 
 def _replace_repo(new_tree: Path, repo: Path) -> None:
@@ -104,8 +115,11 @@ def install(settings: BuildSettings) -> int:
     with tempfile.TemporaryDirectory(prefix="mlx-lm-build-") as tmp:
         work = Path(tmp)
         tree = prepare(settings.source, work / "tree", patches, settings.cache)
-        print(f"applying {len(patches)} patch(es) from {settings.patches_dir / 'series'} "
-              f"to mlx-lm {tree.version}:", flush=True)
+        print(
+            f"applying {len(patches)} patch(es) from {settings.patches_dir / 'series'} "
+            f"to mlx-lm {tree.version}:",
+            flush=True,
+        )
         results = patch_queue.apply_series(tree.path, patches, tree.version, keep_going=False)
         print_results(results)
         bad = next((r for r in results if not r.ok), None)
@@ -114,7 +128,8 @@ def install(settings: BuildSettings) -> int:
                 f"patch {bad.patch.name} {bad.describe()} of mlx-lm {tree.version}, so nothing "
                 f"was installed and the current mlx-lm is unchanged; rebase the patch "
                 f"(MLX_LM_MANAGEMENT.md) or see every patch with "
-                f"'./setup-mlx-lm-repo.sh --check {_source_args(settings.source)}'.")
+                f"'./setup-mlx-lm-repo.sh --check {_source_args(settings.source)}'."
+            )
         _guard_repo(settings, tree.path)
         git(tree.path, "tag", "-f", BUILT_TAG, what="git tag")
         sha = head(tree.path)
@@ -123,20 +138,27 @@ def install(settings: BuildSettings) -> int:
         imported = venvs.check_import(wheel, work, python)
         venvs.install_wheel(wheel, python)
         _replace_repo(tree.path, settings.repo_dir)
-    venvs.write_record(settings.venv, {
-        "version": imported,
-        "upstream_version": tree.version,
-        "source": settings.source.describe(),
-        "patches": [{"name": r.patch.name, "sha256": r.patch.sha256, "status": r.status}
-                    for r in results],
-        "repo": str(settings.repo_dir),
-        "commit": sha,
-        "upstream_commit": tree.upstream_sha,
-        "installed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-    })
-    print(f"installed mlx-lm {imported} ({settings.source.describe()}, {len(patches)} patch(es)) "
-          f"into {settings.venv}; the source is in {settings.repo_dir}. "
-          "Restart the server to use it.")
+    venvs.write_record(
+        settings.venv,
+        {
+            "version": imported,
+            "upstream_version": tree.version,
+            "source": settings.source.describe(),
+            "patches": [
+                {"name": r.patch.name, "sha256": r.patch.sha256, "status": r.status}
+                for r in results
+            ],
+            "repo": str(settings.repo_dir),
+            "commit": sha,
+            "upstream_commit": tree.upstream_sha,
+            "installed_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+    )
+    print(
+        f"installed mlx-lm {imported} ({settings.source.describe()}, {len(patches)} patch(es)) "
+        f"into {settings.venv}; the source is in {settings.repo_dir}. "
+        "Restart the server to use it."
+    )
     return 0
 
 
@@ -150,10 +172,12 @@ def _keep(tree: Tree, keep: Path, failed: Applied | None) -> None:
     if failed:
         # `git commit --no-edit` takes its message from MERGE_MSG.
         (keep / ".git" / "MERGE_MSG").write_text(failed.patch.commit_message(tree.version))
-        print(f"{failed.patch.name} stopped there: resolve the conflict markers in "
-              f"{', '.join(failed.files) or 'the files git names'}, then run in {keep}: "
-              "git add -A && git commit --no-edit && "
-              f"git format-patch -1 --stdout > {failed.patch.path}")
+        print(
+            f"{failed.patch.name} stopped there: resolve the conflict markers in "
+            f"{', '.join(failed.files) or 'the files git names'}, then run in {keep}: "
+            "git add -A && git commit --no-edit && "
+            f"git format-patch -1 --stdout > {failed.patch.path}"
+        )
 
 
 def check(settings: BuildSettings) -> int:
@@ -166,26 +190,43 @@ def check(settings: BuildSettings) -> int:
     patches = patch_queue.read_series(settings.patches_dir)
     with tempfile.TemporaryDirectory(prefix="mlx-lm-check-") as tmp:
         tree = prepare(settings.source, Path(tmp) / "tree", patches, settings.cache)
-        print(f"checking {len(patches)} patch(es) from {settings.patches_dir / 'series'} "
-              f"against mlx-lm {tree.version} ({settings.source.describe()}):", flush=True)
-        results = patch_queue.apply_series(tree.path, patches, tree.version,
-                                           keep_going=settings.keep is None)
+        print(
+            f"checking {len(patches)} patch(es) from {settings.patches_dir / 'series'} "
+            f"against mlx-lm {tree.version} ({settings.source.describe()}):",
+            flush=True,
+        )
+        results = patch_queue.apply_series(
+            tree.path, patches, tree.version, keep_going=settings.keep is None
+        )
         print_results(results)
         failed = [r for r in results if not r.ok]
-        moved = [] if failed else venvs.contract_problems(
-            tree.path, venvs.venv_python(settings.venv), what="importing the patched mlx-lm",
-            hint="a patch may break the import; nothing was installed")[1]
+        moved = (
+            []
+            if failed
+            else venvs.contract_problems(
+                tree.path,
+                venvs.venv_python(settings.venv),
+                what="importing the patched mlx-lm",
+                hint="a patch may break the import; nothing was installed",
+            )[1]
+        )
         if settings.keep:
             _keep(tree, settings.keep, failed[0] if failed else None)
     if failed and settings.keep:
-        raise UserError(f"{failed[0].patch.name} does not apply to mlx-lm {tree.version}; "
-                        f"resolve it in {settings.keep} as said above, then check again.")
+        raise UserError(
+            f"{failed[0].patch.name} does not apply to mlx-lm {tree.version}; "
+            f"resolve it in {settings.keep} as said above, then check again."
+        )
     if failed:
-        raise UserError(f"{len(failed)} of {len(patches)} patch(es) do not apply to mlx-lm "
-                        f"{tree.version}; rebase them (MLX_LM_MANAGEMENT.md) before moving to it.")
+        raise UserError(
+            f"{len(failed)} of {len(patches)} patch(es) do not apply to mlx-lm "
+            f"{tree.version}; rebase them (MLX_LM_MANAGEMENT.md) before moving to it."
+        )
     if moved:
         raise venvs.moved_error(tree.version, moved, "nothing was installed")
-    print(f"all {len(patches)} patch(es) apply to mlx-lm {tree.version} and every name the "
-          "adapter uses is there; install it with "
-          f"./setup-mlx-lm-repo.sh {_source_args(settings.source)}")
+    print(
+        f"all {len(patches)} patch(es) apply to mlx-lm {tree.version} and every name the "
+        "adapter uses is there; install it with "
+        f"./setup-mlx-lm-repo.sh {_source_args(settings.source)}"
+    )
     return 0

@@ -18,13 +18,25 @@ IDENTITY = {
 HINT = "install git (macOS: 'xcode-select --install', Debian: 'apt-get install git') and run again"
 
 
-def git(repo: Path, *args: str, check: bool = True, what: str | None = None,
-        hint: str = "") -> proc.Result:
+def git(
+    repo: Path, *args: str, check: bool = True, what: str | None = None, hint: str = ""
+) -> proc.Result:
     """`git -C repo ARGS`; with check, a failure is a UserError naming `what`."""
-    argv = ["git", "-C", str(repo), "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
-            "-c", "core.autocrlf=false", "-c", "advice.detachedHead=false", *args]
-    return proc.run(argv, check=check, what=what, hint=hint or HINT,
-                    env={**os.environ, **IDENTITY})
+    argv = [
+        "git",
+        "-C",
+        str(repo),
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "tag.gpgsign=false",
+        "-c",
+        "core.autocrlf=false",
+        "-c",
+        "advice.detachedHead=false",
+        *args,
+    ]
+    return proc.run(argv, check=check, what=what, hint=hint or HINT, env={**os.environ, **IDENTITY})
 
 
 def init_tree(path: Path, message: str) -> str:

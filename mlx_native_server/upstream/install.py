@@ -59,8 +59,10 @@ class Installed:
 def venv_python(venv: Path) -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
-        raise UserError(f"there is no virtual environment at {venv}; run ./start-server.sh --help "
-                        "once to create it (or set MLX_NATIVE_SERVER_VENV).")
+        raise UserError(
+            f"there is no virtual environment at {venv}; run ./start-server.sh --help "
+            "once to create it (or set MLX_NATIVE_SERVER_VENV)."
+        )
     return python
 
 
@@ -69,8 +71,10 @@ def pinned_version(pyproject: Path) -> str:
     text = pyproject.read_text("utf-8")
     m = re.search(r"""["']mlx[-_]lm\s*==\s*([^"';\s]+)""", text)
     if not m:
-        raise UserError(f"{pyproject} does not pin mlx-lm (\"mlx-lm==X\" in dependencies); "
-                        "restore the pin, then run again.")
+        raise UserError(
+            f'{pyproject} does not pin mlx-lm ("mlx-lm==X" in dependencies); '
+            "restore the pin, then run again."
+        )
     return m.group(1)
 
 
@@ -95,8 +99,10 @@ def contract_problems(site: Path, python: Path, what: str, hint: str) -> tuple[s
 def moved_error(version: str, moved: list[str], outcome: str) -> UserError:
     """The one-line error for an mlx-lm that moved names the adapter uses."""
     names = "; ".join(" ".join(problem.split()) for problem in moved)  # one line
-    return UserError(f"mlx-lm {version} moved {len(moved)} name(s) the adapter uses: "
-                     f"{names}; {ADAPTER_HINT}; {outcome}")
+    return UserError(
+        f"mlx-lm {version} moved {len(moved)} name(s) the adapter uses: "
+        f"{names}; {ADAPTER_HINT}; {outcome}"
+    )
 
 
 def check_import(wheel: Path, workdir: Path, python: Path) -> str:
@@ -108,8 +114,11 @@ def check_import(wheel: Path, workdir: Path, python: Path) -> str:
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     version, moved = contract_problems(
-        site, python, what="importing the patched mlx-lm",
-        hint="a patch may break the import; the current install is unchanged")
+        site,
+        python,
+        what="importing the patched mlx-lm",
+        hint="a patch may break the import; the current install is unchanged",
+    )
     if moved:
         raise moved_error(version, moved, "the current install is unchanged")
     return version
@@ -117,19 +126,42 @@ def check_import(wheel: Path, workdir: Path, python: Path) -> str:
 
 def install_wheel(wheel: Path, python: Path) -> None:
     print(f"installing {wheel.name} into the venv...", flush=True)
-    proc.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-              "--force-reinstall", "--disable-pip-version-check", wheel],
-             what="installing the mlx-lm wheel",
-             hint="run ./setup-mlx-lm-repo.sh --status, and --reset to go back to the pinned wheel")
+    proc.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--force-reinstall",
+            "--disable-pip-version-check",
+            wheel,
+        ],
+        what="installing the mlx-lm wheel",
+        hint="run ./setup-mlx-lm-repo.sh --status, and --reset to go back to the pinned wheel",
+    )
 
 
 def install_pinned(version: str, python: Path) -> None:
     """The release wheel of mlx-lm `version` from the package index."""
     print(f"installing mlx-lm {version} from PyPI...", flush=True)
-    proc.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
-              "--disable-pip-version-check", f"mlx-lm=={version}"],
-             what=f"installing mlx-lm {version}",
-             hint="check the network reaches PyPI; the current install is unchanged")
+    proc.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--force-reinstall",
+            "--disable-pip-version-check",
+            f"mlx-lm=={version}",
+        ],
+        what=f"installing mlx-lm {version}",
+        hint="check the network reaches PyPI; the current install is unchanged",
+    )
 
 
 def installed(python: Path) -> Installed | None:

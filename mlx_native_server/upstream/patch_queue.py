@@ -37,8 +37,10 @@ class Patch:
     def commit_message(self, version: str) -> str:
         """What the patch's commit says; `git format-patch` turns it back
         into a patch whose header has Base set to the tree's version."""
-        return (f"{self.subject}\n\nWhy: {self.why}\nUpstream: {self.upstream}\n"
-                f"Base: mlx-lm {version}\n")
+        return (
+            f"{self.subject}\n\nWhy: {self.why}\nUpstream: {self.upstream}\n"
+            f"Base: mlx-lm {version}\n"
+        )
 
 
 def parse_header(text: str) -> dict[str, str]:
@@ -68,19 +70,32 @@ def read_patch(path: Path, name: str) -> Patch:
     try:
         data = path.read_bytes()
     except OSError:
-        raise UserError(f"the series names '{name}', which is not in {path.parent}; "
-                        f"add the file or remove the line from {path.parent / 'series'}.") from None
+        raise UserError(
+            f"the series names '{name}', which is not in {path.parent}; "
+            f"add the file or remove the line from {path.parent / 'series'}."
+        ) from None
     text = data.decode("utf-8", errors="replace")
     if not re.search(r"^(diff --git |--- )", text, re.M):
-        raise UserError(f"{path} holds no diff; make it with 'git format-patch' or 'git diff' "
-                        "(see MLX_LM_MANAGEMENT.md).")
+        raise UserError(
+            f"{path} holds no diff; make it with 'git format-patch' or 'git diff' "
+            "(see MLX_LM_MANAGEMENT.md)."
+        )
     fields = parse_header(text)
     for key in REQUIRED:
         if not fields.get(key):
-            raise UserError(f"{path} has no '{key.capitalize()}:' line; every patch says what it "
-                            "does, why it exists and its upstream status (see patches/README.md).")
-    return Patch(name, path, fields["subject"], fields["why"], fields["upstream"],
-                 fields.get("base", ""), hashlib.sha256(data).hexdigest())
+            raise UserError(
+                f"{path} has no '{key.capitalize()}:' line; every patch says what it "
+                "does, why it exists and its upstream status (see patches/README.md)."
+            )
+    return Patch(
+        name,
+        path,
+        fields["subject"],
+        fields["why"],
+        fields["upstream"],
+        fields.get("base", ""),
+        hashlib.sha256(data).hexdigest(),
+    )
 
 
 def read_series(patches_dir: Path) -> list[Patch]:
@@ -129,9 +144,11 @@ _FILE_PATTERNS = (
     re.compile(r"^Applied patch to '(.+)' with conflicts\.$"),
     re.compile(r"^U (.+)$"),
     re.compile(r"^error: patch failed: (.+):\d+$"),
-    re.compile(r"^error: (.+): (?:patch does not apply|does not exist in index|"
-               r"already exists in index|No such file or directory|"
-               r"already exists in working directory)$"),
+    re.compile(
+        r"^error: (.+): (?:patch does not apply|does not exist in index|"
+        r"already exists in index|No such file or directory|"
+        r"already exists in working directory)$"
+    ),
 )
 
 
@@ -169,8 +186,15 @@ def apply(repo: Path, patch: Patch, version: str) -> Applied:
             status = "conflict" if "with conflicts" in output else "failed"
             return Applied(patch, status, failed_files(output), _reason(output))
         status = "merged"
-    git(repo, "commit", "-q", "--no-verify", "-m", patch.commit_message(version),
-        what=f"committing {patch.name}")
+    git(
+        repo,
+        "commit",
+        "-q",
+        "--no-verify",
+        "-m",
+        patch.commit_message(version),
+        what=f"committing {patch.name}",
+    )
     return Applied(patch, status)
 
 
@@ -180,8 +204,9 @@ def discard(repo: Path) -> None:
     git(repo, "clean", "-q", "-fd", what="git clean")
 
 
-def apply_series(repo: Path, patches: list[Patch], version: str, *,
-                 keep_going: bool) -> list[Applied]:
+def apply_series(
+    repo: Path, patches: list[Patch], version: str, *, keep_going: bool
+) -> list[Applied]:
     """Apply `patches` in order. Stops at the first failure (leaving it in
     the tree) unless `keep_going`, which discards it and tries the rest."""
     results = []

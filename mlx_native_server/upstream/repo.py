@@ -34,8 +34,11 @@ def _repo_state(repo: Path, record: dict) -> str:
     notes = []
     if sha != record.get("commit"):
         built = git(repo, "rev-parse", "-q", "--verify", f"refs/tags/{BUILT_TAG}", check=False)
-        notes.append("has commits after the install" if built.stdout.strip() == record.get(
-            "commit") else "holds another build")
+        notes.append(
+            "has commits after the install"
+            if built.stdout.strip() == record.get("commit")
+            else "holds another build"
+        )
     if is_dirty(repo):
         notes.append("has uncommitted changes")
     return f"{repo} at {sha[:9]}" + (f" ({', '.join(notes)})" if notes else "")
@@ -59,15 +62,23 @@ def status(settings: Settings) -> int:
         print(f"  tree:     {_repo_state(Path(record['repo']), record)}")
         current = [(p.name, p.sha256) for p in patch_queue.read_series(settings.build.patches_dir)]
         if current != [(p["name"], p["sha256"]) for p in patches]:
-            print("  note:     patches/ changed since this install; run ./setup-mlx-lm-repo.sh "
-                  "to rebuild")
+            print(
+                "  note:     patches/ changed since this install; run ./setup-mlx-lm-repo.sh "
+                "to rebuild"
+            )
     else:
         where = "the package index (PyPI)" if found.from_index else found.direct_url
         print(f"  source:   release wheel from {where}")
         print("  patches:  none")
     same = found.version.split("+")[0] == pin
-    print(f"  pin:      mlx-lm=={pin} in pyproject.toml" + ("" if same else
-          f" (the installed {found.version} differs; tests and engine.py expect the pin)"))
+    print(
+        f"  pin:      mlx-lm=={pin} in pyproject.toml"
+        + (
+            ""
+            if same
+            else f" (the installed {found.version} differs; tests and engine.py expect the pin)"
+        )
+    )
     return 0
 
 

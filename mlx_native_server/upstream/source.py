@@ -11,9 +11,9 @@ import os
 import re
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..core import proc
 from ..core.errors import UserError
@@ -70,22 +70,39 @@ def sdist_cache(environ: Mapping[str, str] | None = None) -> Path:
 def fetch_sdist(version: str, cache: Path) -> Path:
     """The sdist of mlx-lm `version`, downloaded by pip into `cache` once."""
     if not is_release(version):
-        raise UserError(f"'{version}' is not an mlx-lm release number such as 0.32.2; "
-                        "for a branch or commit use --git URL --ref REF.")
+        raise UserError(
+            f"'{version}' is not an mlx-lm release number such as 0.32.2; "
+            "for a branch or commit use --git URL --ref REF."
+        )
     tarball = cache / f"mlx_lm-{version}.tar.gz"
     if tarball.is_file():
         return tarball
     cache.mkdir(parents=True, exist_ok=True)
     print(f"downloading the mlx-lm {version} sdist from PyPI into {cache}...", flush=True)
-    proc.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-              "--no-binary", ":all:", "--disable-pip-version-check",
-              f"mlx-lm=={version}", "-d", str(cache)],
-             what=f"downloading the mlx-lm {version} sdist",
-             hint=f"check the version exists on https://pypi.org/project/mlx-lm/ and the "
-                  f"network reaches PyPI, or put mlx_lm-{version}.tar.gz in {cache}")
+    proc.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            f"mlx-lm=={version}",
+            "-d",
+            str(cache),
+        ],
+        what=f"downloading the mlx-lm {version} sdist",
+        hint=f"check the version exists on https://pypi.org/project/mlx-lm/ and the "
+        f"network reaches PyPI, or put mlx_lm-{version}.tar.gz in {cache}",
+    )
     if not tarball.is_file():
-        raise UserError(f"pip did not leave mlx_lm-{version}.tar.gz in {cache}; "
-                        "download it by hand from https://pypi.org/project/mlx-lm/#files.")
+        raise UserError(
+            f"pip did not leave mlx_lm-{version}.tar.gz in {cache}; "
+            "download it by hand from https://pypi.org/project/mlx-lm/#files."
+        )
     return tarball
 
 
@@ -133,13 +150,16 @@ def _checkout_git(spec: SourceSpec, dest: Path) -> Tree:
     git(dest, "init", "-q", "-b", "patched", what="git init")
     print(f"fetching {spec.ref} from {spec.url}...", flush=True)
     # Tags come along so the version can be told (git describe).
-    r = git(dest, "fetch", "--quiet", "--tags", "--filter=blob:none", spec.url, spec.ref,
-            check=False)
+    r = git(
+        dest, "fetch", "--quiet", "--tags", "--filter=blob:none", spec.url, spec.ref, check=False
+    )
     if not r.ok:
         fatal = [ln for ln in r.stderr.splitlines() if ln.startswith("fatal:")]
-        reason = fatal[0][len("fatal:"):].strip() if fatal else f"exit status {r.returncode}"
-        raise UserError(f"fetching {spec.ref} from {spec.url} failed ({reason}); check the URL, "
-                        "the ref and the network, or install a PyPI release with --version.")
+        reason = fatal[0][len("fatal:") :].strip() if fatal else f"exit status {r.returncode}"
+        raise UserError(
+            f"fetching {spec.ref} from {spec.url} failed ({reason}); check the URL, "
+            "the ref and the network, or install a PyPI release with --version."
+        )
     git(dest, "checkout", "-q", "-B", "patched", "FETCH_HEAD", what="git checkout")
     git(dest, "tag", "-f", UPSTREAM_TAG, what="git tag")
     sha = head(dest)

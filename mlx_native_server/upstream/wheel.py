@@ -35,8 +35,9 @@ def build_requires(tree: Path) -> list[str]:
     except FileNotFoundError:
         return LEGACY_REQUIRES
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise UserError(f"{tree / 'pyproject.toml'} cannot be read ({e}); a patch may have "
-                        "broken it.") from None
+        raise UserError(
+            f"{tree / 'pyproject.toml'} cannot be read ({e}); a patch may have broken it."
+        ) from None
     return list(data.get("build-system", {}).get("requires", LEGACY_REQUIRES))
 
 
@@ -51,9 +52,21 @@ def build_tools(requires: list[str], cache: Path) -> Path:
     print(f"installing the build tools ({', '.join(requires)}) into {target}...", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-tools-", dir=cache))
     try:
-        proc.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  "--target", tmp, *requires], what="installing the build tools",
-                 hint="pip needs PyPI the first time; check the network and run again")
+        proc.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+                tmp,
+                *requires,
+            ],
+            what="installing the build tools",
+            hint="pip needs PyPI the first time; check the network and run again",
+        )
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,16 +93,33 @@ def build_wheel(tree: Path, version: str, workdir: Path, cache: Path) -> Path:
     _export(tree, export)
     tools = build_tools(build_requires(export), cache)
     wheels = workdir / "wheels"
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tools), os.environ.get("PYTHONPATH")])),
-           # setuptools-scm (mlx-lm 0.31+) takes the version from here; older
-           # releases read mlx_lm/_version.py and ignore it.
-           "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_MLX_LM": version}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tools), os.environ.get("PYTHONPATH")])),
+        # setuptools-scm (mlx-lm 0.31+) takes the version from here; older
+        # releases read mlx_lm/_version.py and ignore it.
+        "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_MLX_LM": version,
+    }
     print(f"building mlx-lm {version}...", flush=True)
-    proc.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
-              "--no-build-isolation", "--disable-pip-version-check", "--wheel-dir", wheels, export],
-             env=env, what="building the mlx-lm wheel",
-             hint="the current install is unchanged; a patch may have broken the build")
+    proc.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            wheels,
+            export,
+        ],
+        env=env,
+        what="building the mlx-lm wheel",
+        hint="the current install is unchanged; a patch may have broken the build",
+    )
     found = sorted(wheels.glob("mlx_lm-*.whl"))
     if not found:
         raise UserError(f"pip built no mlx_lm wheel in {wheels}; run again with a clean tree.")

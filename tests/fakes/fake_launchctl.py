@@ -31,13 +31,19 @@ def _bootstrap(domain: str, path: str) -> int:
         return _err("Bootstrap failed: 5: Input/output error", 5)
     with fakesvc.locked() as state:
         state["jobs"][label] = {
-            "manager": "launchd", "path": path, "domain": domain,
-            "argv": plist["ProgramArguments"], "env": plist.get("EnvironmentVariables", {}),
+            "manager": "launchd",
+            "path": path,
+            "domain": domain,
+            "argv": plist["ProgramArguments"],
+            "env": plist.get("EnvironmentVariables", {}),
             "cwd": plist.get("WorkingDirectory", "/"),
             "stdout": plist.get("StandardOutPath", "/dev/null"),
             "stderr": plist.get("StandardErrorPath", "/dev/null"),
             "restart_on_failure": plist.get("KeepAlive") == {"SuccessfulExit": False},
-            "pid": None, "running": False, "last_exit": None, "runs": 0,
+            "pid": None,
+            "running": False,
+            "last_exit": None,
+            "runs": 0,
         }
     if plist.get("RunAtLoad"):
         fakesvc.spawn_supervisor(label)
@@ -59,9 +65,16 @@ def _print(target: str) -> int:
     j = fakesvc.job(label)
     if j is None:
         return _err(f'Could not find service "{label}" in domain for port', NOT_FOUND)
-    lines = [f"{target} = {{", "\tactive count = 1", f"\tpath = {j['path']}",
-             "\ttype = LaunchAgent", f"\tstate = {'running' if j['running'] else 'not running'}",
-             "", f"\tprogram = {j['argv'][0]}", "\targuments = {"]
+    lines = [
+        f"{target} = {{",
+        "\tactive count = 1",
+        f"\tpath = {j['path']}",
+        "\ttype = LaunchAgent",
+        f"\tstate = {'running' if j['running'] else 'not running'}",
+        "",
+        f"\tprogram = {j['argv'][0]}",
+        "\targuments = {",
+    ]
     lines += [f"\t\t{a}" for a in j["argv"]] + ["\t}", ""]
     if j["running"]:
         lines.append(f"\tpid = {j['pid']}")

@@ -36,8 +36,11 @@ def parse_unit(path: Path) -> dict:
     out = values.get("StandardOutput", "journal")
     err = values.get("StandardError", "inherit")
     return {
-        "manager": "systemd", "path": str(path), "argv": fakesvc.split_exec(values["ExecStart"]),
-        "env": env, "cwd": values.get("WorkingDirectory", os.environ["HOME"]).replace("%%", "%"),
+        "manager": "systemd",
+        "path": str(path),
+        "argv": fakesvc.split_exec(values["ExecStart"]),
+        "env": env,
+        "cwd": values.get("WorkingDirectory", os.environ["HOME"]).replace("%%", "%"),
         "stdout": out.split(":", 1)[1] if out.startswith("append:") else "/dev/null",
         "stderr": err.split(":", 1)[1] if err.startswith("append:") else "/dev/null",
         "restart_on_failure": values.get("Restart") in ("on-failure", "always"),
@@ -53,8 +56,14 @@ def _load(unit: str) -> dict | None:
     if not path.exists():
         return None
     with fakesvc.locked() as state:
-        state["jobs"][unit] = {**parse_unit(path), "pid": None, "running": False,
-                               "last_exit": None, "runs": 0, "state": "dead"}
+        state["jobs"][unit] = {
+            **parse_unit(path),
+            "pid": None,
+            "running": False,
+            "last_exit": None,
+            "runs": 0,
+            "state": "dead",
+        }
         return state["jobs"][unit]
 
 
@@ -63,8 +72,19 @@ def _daemon_reload() -> int:
         for name, j in list(state["jobs"].items()):
             path = unit_dir() / name
             if path.exists():
-                keep = {k: j[k] for k in ("pid", "running", "last_exit", "runs", "state",
-                                          "supervisor", "stop_requested") if k in j}
+                keep = {
+                    k: j[k]
+                    for k in (
+                        "pid",
+                        "running",
+                        "last_exit",
+                        "runs",
+                        "state",
+                        "supervisor",
+                        "stop_requested",
+                    )
+                    if k in j
+                }
                 state["jobs"][name] = {**parse_unit(path), **keep}
             elif not j.get("running"):
                 del state["jobs"][name]
@@ -80,8 +100,11 @@ def _active_state(j: dict | None) -> tuple[str, str]:
         return "inactive", "dead"
     if j.get("running"):
         return "active", "running"
-    return {"auto-restart": ("activating", "auto-restart"), "failed": ("failed", "failed"),
-            "starting": ("activating", "start")}.get(j.get("state", "dead"), ("inactive", "dead"))
+    return {
+        "auto-restart": ("activating", "auto-restart"),
+        "failed": ("failed", "failed"),
+        "starting": ("activating", "start"),
+    }.get(j.get("state", "dead"), ("inactive", "dead"))
 
 
 def _show(unit: str, props: list[str], value_only: bool) -> int:
@@ -90,7 +113,8 @@ def _show(unit: str, props: list[str], value_only: bool) -> int:
     last = j.get("last_exit") if j else None
     values = {
         "LoadState": "loaded" if j else "not-found",
-        "ActiveState": active, "SubState": sub,
+        "ActiveState": active,
+        "SubState": sub,
         "MainPID": str(j["pid"] if j and j.get("running") else 0),
         "ExecMainCode": "0" if last is None else ("2" if last < 0 else "1"),
         "ExecMainStatus": "0" if last is None else str(abs(last)),
@@ -133,7 +157,7 @@ def _disable(unit: str, now: bool) -> int:
     link = _wants_link(unit)
     if link.is_symlink():
         link.unlink()
-        print(f"Removed \"{link}\".", file=sys.stderr)
+        print(f'Removed "{link}".', file=sys.stderr)
     return _stop(unit) if now and _load(unit) is not None else 0
 
 

@@ -67,15 +67,20 @@ def record(tool: str, argv: list[str]) -> None:
 
 # --- the supervisor ----------------------------------------------------------
 
+
 def spawn_supervisor(name: str) -> None:
     with locked() as state:
         j = state["jobs"][name]
         j["stop_requested"] = False
         if j.get("supervisor") and _alive(j["supervisor"]):
             return
-        p = subprocess.Popen([sys.executable, str(HERE / "fakesvc.py"), "supervise", name],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, str(HERE / "fakesvc.py"), "supervise", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         j["supervisor"] = p.pid
         j["state"] = "starting"
     # Like systemd's Type=simple and launchd: return once the process exists.
@@ -101,8 +106,14 @@ def supervise(name: str) -> int:
                 argv = [sys.executable, str(HERE / "standin.py"), *argv]
             Path(j["stdout"]).parent.mkdir(parents=True, exist_ok=True)
             with open(j["stdout"], "ab") as out, open(j["stderr"], "ab") as err:
-                child = subprocess.Popen(argv, cwd=j["cwd"], env={**os.environ, **j["env"]},
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                child = subprocess.Popen(
+                    argv,
+                    cwd=j["cwd"],
+                    env={**os.environ, **j["env"]},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                )
             j.update(pid=child.pid, running=True, runs=j.get("runs", 0) + 1, state="running")
         code = child.wait()
         with locked() as state:
@@ -156,9 +167,11 @@ def main(tool: str, argv: list[str]) -> int:
     record(tool, argv)
     if tool == "launchctl":
         import fake_launchctl
+
         return fake_launchctl.main(argv)
     if tool == "systemctl":
         import fake_systemctl
+
         return fake_systemctl.main(argv)
     if tool == "loginctl":
         print(f"Linger={os.environ.get('FAKE_LINGER', 'no')}")

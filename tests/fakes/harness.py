@@ -25,10 +25,15 @@ class FakeServices:
         self.dir = root / "fake"
         self.port = free_port()
         self.env = hermetic_env(
-            self.home, HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
-            PATH=f"{FAKES}:{os.environ['PATH']}", FAKE_SERVICE_DIR=str(self.dir),
+            self.home,
+            HOME=str(self.home),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            PATH=f"{FAKES}:{os.environ['PATH']}",
+            FAKE_SERVICE_DIR=str(self.dir),
             FAKE_SERVICE_STANDIN="1" if standin else "0",
-            MLX_NATIVE_SERVER_SERVICE_MANAGER=manager, **env)
+            MLX_NATIVE_SERVER_SERVICE_MANAGER=manager,
+            **env,
+        )
 
     @property
     def file(self) -> Path:
@@ -38,19 +43,33 @@ class FakeServices:
 
     @property
     def name(self) -> str:
-        return "com.local.mlx-native-server" if self.manager == "launchd" else "mlx-native-server.service"
+        return (
+            "com.local.mlx-native-server"
+            if self.manager == "launchd"
+            else "mlx-native-server.service"
+        )
 
     @property
     def target(self) -> str:
         return f"gui/{os.getuid()}/com.local.mlx-native-server"
 
-    def run(self, script: str, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    def run(
+        self, script: str, *args: str, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess:
         argv = [str(REPO / script), *args] if script.endswith(".sh") else [script, *args]
-        return subprocess.run(argv, env={**self.env, **env}, cwd=self.home,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            argv,
+            env={**self.env, **env},
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def install(self, model, *flags: str) -> subprocess.CompletedProcess:
-        return self.run("install-service.sh", "--model", str(model), "--port", str(self.port), *flags)
+        return self.run(
+            "install-service.sh", "--model", str(model), "--port", str(self.port), *flags
+        )
 
     def status(self) -> dict:
         r = self.run("start-server.sh", "--status", "--json")

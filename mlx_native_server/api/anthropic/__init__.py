@@ -1,1 +1,3 @@
-"""Anthropic's messages API: translation to a chat request, content blocks and their stream events."""
+"""Anthropic's messages API: translation to a chat request, content blocks and
+their stream events.
+"""

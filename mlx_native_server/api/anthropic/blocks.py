@@ -51,11 +51,24 @@ def usage(prompt_tokens: int, cached_tokens: int, output_tokens: int) -> dict[st
     }
 
 
-def message(model: str, msg_id: str, content: list, usage_: dict,
-            reason: str | None = None, sequence: str | None = None) -> dict[str, Any]:
-    return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": reason, "stop_sequence": sequence,
-            "usage": usage_}
+def message(
+    model: str,
+    msg_id: str,
+    content: list,
+    usage_: dict,
+    reason: str | None = None,
+    sequence: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "usage": usage_,
+    }
 
 
 class Blocks:
@@ -87,28 +100,46 @@ class Blocks:
         else:
             block["text"] += d.text
             delta = {"type": "text_delta", "text": d.text}
-        events.append(("content_block_delta", {"type": "content_block_delta",
-                                               "index": self._index, "delta": delta}))
+        events.append(
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": self._index, "delta": delta},
+            )
+        )
         return events
 
     def _start(self, kind: str) -> Event:
-        block = ({"type": "thinking", "thinking": "", "signature": ""} if kind == "reasoning"
-                 else {"type": "text", "text": ""})
+        block = (
+            {"type": "thinking", "thinking": "", "signature": ""}
+            if kind == "reasoning"
+            else {"type": "text", "text": ""}
+        )
         self.content.append(block)
         self._open = kind
-        return ("content_block_start", {"type": "content_block_start", "index": self._index,
-                                        "content_block": dict(block)})
+        return (
+            "content_block_start",
+            {"type": "content_block_start", "index": self._index, "content_block": dict(block)},
+        )
 
     def _tool_use(self, call: ToolCall) -> list[Event]:
         block = {"type": "tool_use", "id": tool_use_id(call), "name": call.name, "input": {}}
         self.content.append(block)
         i = self._index
-        events = [("content_block_start", {"type": "content_block_start", "index": i,
-                                           "content_block": dict(block)}),
-                  ("content_block_delta", {"type": "content_block_delta", "index": i,
-                                           "delta": {"type": "input_json_delta",
-                                                     "partial_json": call.arguments}}),
-                  ("content_block_stop", {"type": "content_block_stop", "index": i})]
+        events = [
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": i, "content_block": dict(block)},
+            ),
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": call.arguments},
+                },
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": i}),
+        ]
         block["input"] = call.arguments_obj
         return events
 
@@ -120,9 +151,16 @@ class Blocks:
         block = self.content[-1]
         if block["type"] == "thinking":
             block["signature"] = thinking_signature(block["thinking"])
-            events.append(("content_block_delta", {
-                "type": "content_block_delta", "index": self._index,
-                "delta": {"type": "signature_delta", "signature": block["signature"]}}))
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._index,
+                        "delta": {"type": "signature_delta", "signature": block["signature"]},
+                    },
+                )
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": self._index}))
         self._open = None
         return events

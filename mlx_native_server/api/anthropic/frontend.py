@@ -16,12 +16,12 @@ prefill or a long tool call never leaves the connection silent.
 
 from __future__ import annotations
 
-from .blocks import Blocks, message, new_message_id, stop_reason, usage
-from .translate import MessagesOptions
-from ..errors import ApiError, error_body
 from ...engine.generation import Generation
 from ...engine.types import Delta
+from ..errors import ApiError, error_body
 from ..streaming import Event, sse
+from .blocks import Blocks, message, new_message_id, stop_reason, usage
+from .translate import MessagesOptions
 
 _PING: Event = ("ping", {"type": "ping"})
 
@@ -53,7 +53,9 @@ class MessagesFrontEnd:
         if self.started or self.gen is None:
             return []
         gen = self.gen
-        start = message(self.opts.model, self.id, [], usage(gen.usage.prompt_tokens, _cached(gen), 0))
+        start = message(
+            self.opts.model, self.id, [], usage(gen.usage.prompt_tokens, _cached(gen), 0)
+        )
         self.started = True
         return [("message_start", {"type": "message_start", "message": start}), _PING]
 
@@ -73,18 +75,35 @@ class MessagesFrontEnd:
 
     def closing(self, gen: Generation) -> list[Event]:
         self.gen = gen
-        return self._start() + self.blocks.close_block() + [
-            ("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": stop_reason(gen.finish_reason, gen.stop_sequence),
-                                         "stop_sequence": gen.stop_sequence},
-                               "usage": _final_usage(gen)}),
-            ("message_stop", {"type": "message_stop"}),
-        ]
+        return (
+            self._start()
+            + self.blocks.close_block()
+            + [
+                (
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {
+                            "stop_reason": stop_reason(gen.finish_reason, gen.stop_sequence),
+                            "stop_sequence": gen.stop_sequence,
+                        },
+                        "usage": _final_usage(gen),
+                    },
+                ),
+                ("message_stop", {"type": "message_stop"}),
+            ]
+        )
 
     def body(self, gen: Generation) -> dict:
         self.blocks.close_block()
-        return message(self.opts.model, self.id, self.blocks.content, _final_usage(gen),
-                       stop_reason(gen.finish_reason, gen.stop_sequence), gen.stop_sequence)
+        return message(
+            self.opts.model,
+            self.id,
+            self.blocks.content,
+            _final_usage(gen),
+            stop_reason(gen.finish_reason, gen.stop_sequence),
+            gen.stop_sequence,
+        )
 
     def heartbeat(self) -> bytes:
         return sse([_PING]) if self.started else b": waiting for the engine\n\n"

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import bad_request, expect, expect_number, optional_array
 from ...engine.types import ChatRequest
+from ..errors import bad_request, expect, expect_number, optional_array
 from ..reasoning import join_content, text_field, to_template
 
 ROLES = ("user", "assistant", "system")
@@ -47,8 +47,10 @@ def block_text(block: Any, where: str) -> str:
     """The text of one text block; a clear 400 for anything else."""
     kind = block.get("type") if isinstance(block, dict) else None
     if kind in NON_TEXT:
-        raise bad_request(f"'{where}' is a {kind} block, but this model reads text only; "
-                          "send its content as text.")
+        raise bad_request(
+            f"'{where}' is a {kind} block, but this model reads text only; "
+            "send its content as text."
+        )
     if kind != "text":
         raise bad_request(f"'{where}' must be a text block, got {kind!r}.")
     return text_field(block, where)
@@ -104,7 +106,9 @@ def _user(content: Any, where: str, names: dict[str, str], tools_open: bool) -> 
     if results and tools_open:
         out.extend(results)
     elif results:  # no tool call to answer: keep the text where the model can see it
-        texts = [f"[tool result {r.get('tool_call_id', '')}]\n{r['content']}" for r in results] + texts
+        texts = [
+            f"[tool result {r.get('tool_call_id', '')}]\n{r['content']}" for r in results
+        ] + texts
     text = BLOCK_JOIN.join(t for t in texts if t)
     if text or not out:
         out.append({"role": "user", "content": text})
@@ -114,7 +118,11 @@ def _user(content: Any, where: str, names: dict[str, str], tools_open: bool) -> 
 def _tool_result(block: dict, where: str, names: dict[str, str]) -> dict:
     call_id = expect(block, "tool_use_id", str, required=True, where=where + ".")
     content = block.get("content")
-    out = {"role": "tool", "tool_call_id": call_id, "content": blocks_text(content, where + ".content")}
+    out = {
+        "role": "tool",
+        "tool_call_id": call_id,
+        "content": blocks_text(content, where + ".content"),
+    }
     if call_id in names:
         out["name"] = names[call_id]
     return out
@@ -158,8 +166,13 @@ def translate_tools(tools: Any) -> list[dict] | None:
         if tool.get("type") not in (None, "custom"):
             continue  # a server tool (web_search_…, bash_…): the model cannot see its schema
         name = expect(tool, "name", str, required=True, where=f"tools[{i}].")
-        schema = expect(tool, "input_schema", dict, default={"type": "object", "properties": {}},
-                        where=f"tools[{i}].")
+        schema = expect(
+            tool,
+            "input_schema",
+            dict,
+            default={"type": "object", "properties": {}},
+            where=f"tools[{i}].",
+        )
         fn = {"name": name, "parameters": schema}
         if isinstance(tool.get("description"), str):
             fn["description"] = tool["description"]
@@ -171,7 +184,9 @@ def _tool_choice(body: dict) -> str:
     choice = expect(body, "tool_choice", dict, default={"type": "auto"})
     kind = choice.get("type")
     if kind not in ("auto", "any", "tool", "none"):
-        raise bad_request("'tool_choice.type' must be auto, any, tool or none.", param="tool_choice")
+        raise bad_request(
+            "'tool_choice.type' must be auto, any, tool or none.", param="tool_choice"
+        )
     return kind
 
 
@@ -181,7 +196,9 @@ def _show_thinking(body: dict) -> bool:
         return True  # MiniMax always reasons; clients that did not ask still parse thinking blocks
     kind = thinking.get("type")
     if kind not in ("enabled", "adaptive", "disabled"):
-        raise bad_request("'thinking.type' must be enabled, adaptive or disabled.", param="thinking")
+        raise bad_request(
+            "'thinking.type' must be enabled, adaptive or disabled.", param="thinking"
+        )
     return kind != "disabled"
 
 
@@ -199,7 +216,9 @@ def _max_tokens(body: dict, required: bool) -> int | None:
     return value
 
 
-def parse_messages(body: dict, served_model: str, *, count_only: bool = False) -> tuple[ChatRequest, MessagesOptions]:
+def parse_messages(
+    body: dict, served_model: str, *, count_only: bool = False
+) -> tuple[ChatRequest, MessagesOptions]:
     """A Messages (or count_tokens) body -> ChatRequest and options.
 
     Unknown fields (metadata, output_config, context_management, …) are

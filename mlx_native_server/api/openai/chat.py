@@ -13,9 +13,9 @@ import time
 import uuid
 from typing import Any
 
-from ..errors import ApiError, bad_request, error_body, expect, expect_number
 from ...engine.generation import Generation
 from ...engine.types import ChatRequest, Delta
+from ..errors import ApiError, bad_request, error_body, expect, expect_number
 from ..reasoning import normalize_messages
 from ..streaming import Event, sse
 
@@ -87,8 +87,11 @@ def usage_dict(gen: Generation) -> dict[str, Any]:
 
 
 def _tool_call_dict(call, index: int | None = None) -> dict:
-    out = {"id": call.id, "type": "function",
-           "function": {"name": call.name, "arguments": call.arguments}}
+    out = {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
     if index is not None:
         out["index"] = index
     return out
@@ -110,10 +113,16 @@ class ChatFrontEnd:
         self._tool_calls: list[dict] = []
 
     def _chunk(self, delta: dict | None, finish: str | None = None, usage=None) -> Event:
-        out = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-               "model": self.model, "system_fingerprint": "mlx-native-server",
-               "choices": [] if delta is None else
-               [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        out = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "mlx-native-server",
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         if usage is not None:
             out["usage"] = usage
         return None, out
@@ -150,10 +159,19 @@ class ChatFrontEnd:
         if self._tool_calls:
             message["tool_calls"] = self._tool_calls
         return {
-            "id": self.id, "object": "chat.completion", "created": self.created,
-            "model": self.model, "system_fingerprint": "mlx-native-server",
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": gen.finish_reason}],
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "mlx-native-server",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": gen.finish_reason,
+                }
+            ],
             "usage": usage_dict(gen),
         }
 

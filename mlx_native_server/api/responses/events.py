@@ -24,11 +24,13 @@ def _id(prefix: str) -> str:
 
 
 def usage_dict(u: Usage) -> dict[str, Any]:
-    return {"input_tokens": u.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": u.cached_tokens},
-            "output_tokens": u.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-            "total_tokens": u.prompt_tokens + u.completion_tokens}
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
 
 
 class Output:
@@ -44,18 +46,32 @@ class Output:
 
     def response(self, status: str, usage: Usage | None = None) -> dict[str, Any]:
         """The response object as it stands ('in_progress', 'completed', 'incomplete')."""
-        return {"id": self.id, "object": "response", "created_at": self.created_at,
-                "status": status, "error": None,
-                "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-                "model": self.model, "output": [_copy(i) for i in self.items] if status != "in_progress" else [],
-                "previous_response_id": None, "reasoning": {"effort": None, "summary": None},
-                "store": False, "text": {"format": {"type": "text"}}, "truncation": "disabled",
-                "usage": usage_dict(usage) if usage else None, **self.echo}
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"}
+            if status == "incomplete"
+            else None,
+            "model": self.model,
+            "output": [_copy(i) for i in self.items] if status != "in_progress" else [],
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "store": False,
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "usage": usage_dict(usage) if usage else None,
+            **self.echo,
+        }
 
     def start(self) -> list[Event]:
         snapshot = self.response("in_progress")
-        return [{"type": "response.created", "response": snapshot},
-                {"type": "response.in_progress", "response": snapshot}]
+        return [
+            {"type": "response.created", "response": snapshot},
+            {"type": "response.in_progress", "response": snapshot},
+        ]
 
     @property
     def _index(self) -> int:
@@ -73,8 +89,13 @@ class Output:
         part = item["content"][0]
         part["text"] += d.text
         kind = "reasoning_text" if d.kind == "reasoning" else "output_text"
-        event = {"type": f"response.{kind}.delta", "item_id": item["id"],
-                 "output_index": self._index, "content_index": 0, "delta": d.text}
+        event = {
+            "type": f"response.{kind}.delta",
+            "item_id": item["id"],
+            "output_index": self._index,
+            "content_index": 0,
+            "delta": d.text,
+        }
         if kind == "output_text":
             event["logprobs"] = []
         return events + [event]
@@ -84,30 +105,61 @@ class Output:
             item = {"id": _id("rs"), "type": "reasoning", "summary": [], "content": []}
             part = {"type": "reasoning_text", "text": ""}
         else:
-            item = {"id": _id("msg"), "type": "message", "role": "assistant",
-                    "status": "in_progress", "content": []}
+            item = {
+                "id": _id("msg"),
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         self.items.append(item)
         self._open = kind
-        events = [{"type": "response.output_item.added", "output_index": self._index, "item": _copy(item)}]
+        events = [
+            {"type": "response.output_item.added", "output_index": self._index, "item": _copy(item)}
+        ]
         item["content"].append(part)
-        events.append({"type": "response.content_part.added", "item_id": item["id"],
-                       "output_index": self._index, "content_index": 0, "part": dict(part)})
+        events.append(
+            {
+                "type": "response.content_part.added",
+                "item_id": item["id"],
+                "output_index": self._index,
+                "content_index": 0,
+                "part": dict(part),
+            }
+        )
         return events
 
     def _function_call(self, call: ToolCall) -> list[Event]:
-        item = {"id": _id("fc"), "type": "function_call", "call_id": call.id, "name": call.name,
-                "arguments": "", "status": "in_progress"}
+        item = {
+            "id": _id("fc"),
+            "type": "function_call",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": "",
+            "status": "in_progress",
+        }
         self.items.append(item)
         i = self._index
         added = {"type": "response.output_item.added", "output_index": i, "item": dict(item)}
         item.update(arguments=call.arguments, status="completed")
-        return [added,
-                {"type": "response.function_call_arguments.delta", "item_id": item["id"],
-                 "output_index": i, "delta": call.arguments},
-                {"type": "response.function_call_arguments.done", "item_id": item["id"],
-                 "output_index": i, "name": call.name, "arguments": call.arguments},
-                {"type": "response.output_item.done", "output_index": i, "item": dict(item)}]
+        return [
+            added,
+            {
+                "type": "response.function_call_arguments.delta",
+                "item_id": item["id"],
+                "output_index": i,
+                "delta": call.arguments,
+            },
+            {
+                "type": "response.function_call_arguments.done",
+                "item_id": item["id"],
+                "output_index": i,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "response.output_item.done", "output_index": i, "item": dict(item)},
+        ]
 
     def close_item(self) -> list[Event]:
         """End the open reasoning or message item."""
@@ -116,22 +168,35 @@ class Output:
         item, i = self.items[-1], self._index
         part = item["content"][0]
         kind = "reasoning_text" if self._open == "reasoning" else "output_text"
-        done = {"type": f"response.{kind}.done", "item_id": item["id"], "output_index": i,
-                "content_index": 0, "text": part["text"]}
+        done = {
+            "type": f"response.{kind}.done",
+            "item_id": item["id"],
+            "output_index": i,
+            "content_index": 0,
+            "text": part["text"],
+        }
         if kind == "output_text":
             done["logprobs"] = []
             item["status"] = "completed"
         self._open = None
-        return [done,
-                {"type": "response.content_part.done", "item_id": item["id"], "output_index": i,
-                 "content_index": 0, "part": dict(part)},
-                {"type": "response.output_item.done", "output_index": i, "item": _copy(item)}]
+        return [
+            done,
+            {
+                "type": "response.content_part.done",
+                "item_id": item["id"],
+                "output_index": i,
+                "content_index": 0,
+                "part": dict(part),
+            },
+            {"type": "response.output_item.done", "output_index": i, "item": _copy(item)},
+        ]
 
     def finish(self, finish_reason: str | None, usage: Usage) -> list[Event]:
         """Close the open item; the final event carries the whole response."""
         status = "incomplete" if finish_reason == "length" else "completed"
-        return self.close_item() + [{"type": f"response.{status}",
-                                     "response": self.response(status, usage)}]
+        return self.close_item() + [
+            {"type": f"response.{status}", "response": self.response(status, usage)}
+        ]
 
 
 def _copy(item: dict) -> dict:

@@ -8,12 +8,12 @@ stretch (long prefill, long tool call) gets SSE comment heartbeats.
 
 from __future__ import annotations
 
-from ..errors import ApiError
 from ...engine.generation import Generation
 from ...engine.types import Delta
+from ..errors import ApiError
+from ..streaming import Event, sse
 from .events import Output
 from .translate import ResponsesOptions
-from ..streaming import Event, sse
 
 
 class ResponsesFrontEnd:
@@ -55,4 +55,3 @@ class ResponsesFrontEnd:
         failed = self.out.response("failed")
         failed["error"] = {"code": error.code or error.type, "message": error.message}
         return sse(self._number([{"type": "response.failed", "response": failed}]))
-

@@ -23,8 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import bad_request, expect, expect_number, optional_array
 from ...engine.types import ChatRequest
+from ..errors import bad_request, expect, expect_number, optional_array
 from ..reasoning import join_content, to_template
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -71,7 +71,9 @@ def _arguments(raw: Any, where: str) -> dict:
 
 def _reasoning_text(item: dict, where: str) -> str:
     text = parts_text(item.get("content"), where + ".content")
-    return text or "\n".join(s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict))
+    return text or "\n".join(
+        s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)
+    )
 
 
 class _Conversation:
@@ -101,14 +103,23 @@ class _Conversation:
             self._function_call(item, where)
         elif kind == "function_call_output":
             output = item.get("output")
-            self.messages.append({"role": "tool", "content": parts_text(output, where + ".output"),
-                                  "tool_call_id": str(item.get("call_id") or "")})
+            self.messages.append(
+                {
+                    "role": "tool",
+                    "content": parts_text(output, where + ".output"),
+                    "tool_call_id": str(item.get("call_id") or ""),
+                }
+            )
         elif kind == "item_reference":
-            raise bad_request(f"'{where}' refers to a stored item, but this server stores "
-                              "nothing; send the item itself.")
+            raise bad_request(
+                f"'{where}' refers to a stored item, but this server stores "
+                "nothing; send the item itself."
+            )
         else:
-            raise bad_request(f"'{where}.type' {kind!r} is not supported; send message, "
-                              "reasoning, function_call or function_call_output items.")
+            raise bad_request(
+                f"'{where}.type' {kind!r} is not supported; send message, "
+                "reasoning, function_call or function_call_output items."
+            )
 
     def _message(self, item: dict, where: str) -> None:
         role = ROLES.get(item.get("role"))
@@ -122,9 +133,14 @@ class _Conversation:
 
     def _function_call(self, item: dict, where: str) -> None:
         name = expect(item, "name", str, required=True, where=where + ".")
-        call = {"id": str(item.get("call_id") or item.get("id") or ""), "type": "function",
-                "function": {"name": name,
-                             "arguments": _arguments(item.get("arguments"), where + ".arguments")}}
+        call = {
+            "id": str(item.get("call_id") or item.get("id") or ""),
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": _arguments(item.get("arguments"), where + ".arguments"),
+            },
+        }
         last = self.messages[-1] if self.messages else None
         if last is None or last["role"] != "assistant" or self.reasoning:
             last = self.assistant()
@@ -154,8 +170,10 @@ def translate_tools(tools: Any) -> list[dict] | None:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             continue
-        fn = {"name": expect(tool, "name", str, required=True, where=f"tools[{i}]."),
-              "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+        fn = {
+            "name": expect(tool, "name", str, required=True, where=f"tools[{i}]."),
+            "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+        }
         if isinstance(tool.get("description"), str):
             fn["description"] = tool["description"]
         out.append({"type": "function", "function": fn})
@@ -172,9 +190,11 @@ def _max_output_tokens(body: dict) -> int | None:
 def parse_responses(body: dict, served_model: str) -> tuple[ChatRequest, ResponsesOptions]:
     """A Responses body -> ChatRequest and options (unknown fields ignored)."""
     if body.get("previous_response_id"):
-        raise bad_request("'previous_response_id' is not supported: this server stores no "
-                          "responses. Send the whole conversation in 'input' (store: false).",
-                          param="previous_response_id")
+        raise bad_request(
+            "'previous_response_id' is not supported: this server stores no "
+            "responses. Send the whole conversation in 'input' (store: false).",
+            param="previous_response_id",
+        )
     instructions = expect(body, "instructions", str)
     tools = translate_tools(body.get("tools"))
     if body.get("tool_choice") == "none":
@@ -188,9 +208,14 @@ def parse_responses(body: dict, served_model: str) -> tuple[ChatRequest, Respons
         session_id=expect(body, "prompt_cache_key", str),
     )
     model = expect(body, "model", str, default=served_model) or served_model
-    echo = {"instructions": instructions, "max_output_tokens": request.max_tokens,
-            "temperature": request.temperature, "top_p": request.top_p,
-            "tools": body.get("tools") or [], "tool_choice": body.get("tool_choice") or "auto",
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "metadata": body.get("metadata") or {}}
+    echo = {
+        "instructions": instructions,
+        "max_output_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "tools": body.get("tools") or [],
+        "tool_choice": body.get("tool_choice") or "auto",
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "metadata": body.get("metadata") or {},
+    }
     return request, ResponsesOptions(bool(expect(body, "stream", bool, default=False)), model, echo)

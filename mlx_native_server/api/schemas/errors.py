@@ -14,10 +14,18 @@ from typing import Any
 
 from ..errors import ApiError
 
-_BY_TYPE = {"string_type": "a string", "int_type": "an integer", "float_type": "a number",
-            "bool_type": "a boolean", "list_type": "an array", "dict_type": "an object",
-            "model_type": "an object", "model_attributes_type": "an object", "none_required": "null",
-            "finite_number": "a finite number"}
+_BY_TYPE = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "none_required": "null",
+    "finite_number": "a finite number",
+}
 
 
 def api_error(error: dict) -> ApiError:
@@ -26,13 +34,17 @@ def api_error(error: dict) -> ApiError:
     in `param`; `<tag>` steps of tagged unions are left out."""
     keys = [k for k in error["loc"] if not (isinstance(k, str) and k.startswith("<"))]
     if not keys:
-        return ApiError(400, f"The request body must be a JSON object, got {shown(error['input'])}.")
+        return ApiError(
+            400, f"The request body must be a JSON object, got {shown(error['input'])}."
+        )
     field, param = _spelled(keys)
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "missing":
         message = f"'{field}' is required."
     else:
-        message = f"'{field}' must be {_wanted(kind, ctx, error['msg'])}, got {shown(error['input'])}."
+        message = (
+            f"'{field}' must be {_wanted(kind, ctx, error['msg'])}, got {shown(error['input'])}."
+        )
     return ApiError(400, message, "invalid_request_error", param=param)
 
 
@@ -65,7 +77,9 @@ def shown(value: Any) -> str:
         digits = str(value)
         return digits if len(digits) <= 24 else f"an integer of {len(digits)} digits"
     if isinstance(value, str):
-        return _escaped(json.dumps(value if len(value) <= 40 else value[:37] + "...", ensure_ascii=False))
+        return _escaped(
+            json.dumps(value if len(value) <= 40 else value[:37] + "...", ensure_ascii=False)
+        )
     if isinstance(value, list):
         return "an array" if value else "an empty array"
     return "an object" if isinstance(value, dict) else type(value).__name__

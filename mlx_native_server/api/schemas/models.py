@@ -18,7 +18,24 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from .errors import api_error
-from .types import AnyKind, Arguments, MinP, Open, PositiveInt, Seed, Stop, Temperature1, Temperature2, ToolChoice, TopK, TopP, WholeCount, content_of, tagged, union
+from .types import (
+    AnyKind,
+    Arguments,
+    MinP,
+    Open,
+    PositiveInt,
+    Seed,
+    Stop,
+    Temperature1,
+    Temperature2,
+    ToolChoice,
+    TopK,
+    TopP,
+    WholeCount,
+    content_of,
+    tagged,
+    union,
+)
 
 
 def effective_seed(value: int | None) -> int | None:
@@ -33,13 +50,22 @@ def effective_top_k(value: int | None) -> int | None:
 
 # --- OpenAI chat completions -------------------------------------------------
 
+
 class ChatTextPart(Open):
     type: Literal["text", "input_text", "output_text"]
     text: str
 
 
-ChatPart = tagged({"<string>": str, "<text>": ChatTextPart, "<input_text>": ChatTextPart,
-                    "<output_text>": ChatTextPart, "<object>": AnyKind}, "a string or a content part")
+ChatPart = tagged(
+    {
+        "<string>": str,
+        "<text>": ChatTextPart,
+        "<input_text>": ChatTextPart,
+        "<output_text>": ChatTextPart,
+        "<object>": AnyKind,
+    },
+    "a string or a content part",
+)
 ChatContent = content_of(ChatPart, "text parts")
 
 
@@ -73,6 +99,7 @@ class ChatTool(Open):
 
 class ChatCompletionRequest(Open):
     """POST /v1/chat/completions: the fields the server reads (others are ignored)."""
+
     model: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     stream: bool | None = None
@@ -92,6 +119,7 @@ class ChatCompletionRequest(Open):
 
 
 # --- Anthropic Messages ------------------------------------------------------
+
 
 class TextBlock(Open):
     type: Literal["text"]
@@ -120,8 +148,16 @@ class ToolResultBlock(Open):
     content: ResultContent = None
 
 
-Block = tagged({"<text>": TextBlock, "<thinking>": ThinkingBlock, "<tool_use>": ToolUseBlock,
-                 "<tool_result>": ToolResultBlock, "<object>": AnyKind}, "a content block (an object)")
+Block = tagged(
+    {
+        "<text>": TextBlock,
+        "<thinking>": ThinkingBlock,
+        "<tool_use>": ToolUseBlock,
+        "<tool_result>": ToolResultBlock,
+        "<object>": AnyKind,
+    },
+    "a content block (an object)",
+)
 Blocks = content_of(Block, "content blocks")
 
 
@@ -138,11 +174,15 @@ class CustomTool(Open):
 
 class ServerTool(Open):
     """A server-side tool (web_search_…, bash_…): left out, the model cannot see its schema."""
+
     type: str
 
 
-AnthropicTool = tagged({"<custom>": CustomTool, "<object>": ServerTool}, "a tool definition (an object)",
-                        untyped="<custom>")
+AnthropicTool = tagged(
+    {"<custom>": CustomTool, "<object>": ServerTool},
+    "a tool definition (an object)",
+    untyped="<custom>",
+)
 
 
 class AnthropicToolChoice(Open):
@@ -155,6 +195,7 @@ class Thinking(Open):
 
 class AnthropicCountTokensRequest(Open):
     """POST /v1/messages/count_tokens: the fields the server reads (others are ignored)."""
+
     model: str | None = None
     messages: Annotated[list[AnthropicMessage], Field(min_length=1)]
     system: Blocks = None
@@ -171,6 +212,7 @@ class AnthropicCountTokensRequest(Open):
 
 class AnthropicMessagesRequest(AnthropicCountTokensRequest):
     """POST /v1/messages: the fields the server reads (others are ignored)."""
+
     max_tokens: PositiveInt
 
 
@@ -189,8 +231,14 @@ class RefusalPart(Open):
     refusal: str
 
 
-ResponsesPart = tagged({**{f"<{k}>": ResponsesTextPart for k in TEXT_PARTS},
-                         "<refusal>": RefusalPart, "<object>": AnyKind}, "a content part (an object)")
+ResponsesPart = tagged(
+    {
+        **{f"<{k}>": ResponsesTextPart for k in TEXT_PARTS},
+        "<refusal>": RefusalPart,
+        "<object>": AnyKind,
+    },
+    "a content part (an object)",
+)
 ResponsesContent = content_of(ResponsesPart, "content parts")
 
 
@@ -226,12 +274,24 @@ def _item_tag(item: Any) -> str | None:
     if not isinstance(item, dict):
         return None
     kind = item.get("type") or ("message" if "role" in item else None)
-    return f"<{kind}>" if kind in ("message", "reasoning", "function_call", "function_call_output") else "<object>"
+    return (
+        f"<{kind}>"
+        if kind in ("message", "reasoning", "function_call", "function_call_output")
+        else "<object>"
+    )
 
 
-Item = union({"<message>": MessageItem, "<reasoning>": ReasoningItem, "<function_call>": FunctionCallItem,
-               "<function_call_output>": FunctionCallOutputItem, "<object>": AnyKind},
-              _item_tag, "an input item (an object)")
+Item = union(
+    {
+        "<message>": MessageItem,
+        "<reasoning>": ReasoningItem,
+        "<function_call>": FunctionCallItem,
+        "<function_call_output>": FunctionCallOutputItem,
+        "<object>": AnyKind,
+    },
+    _item_tag,
+    "an input item (an object)",
+)
 
 
 class FunctionTool(Open):
@@ -244,15 +304,20 @@ class OtherTool(Open):
     """web_search, custom, local_shell, …: left out, this server runs no hosted tools."""
 
 
-ResponsesTool = tagged({"<function>": FunctionTool, "<object>": OtherTool}, "a tool definition (an object)")
+ResponsesTool = tagged(
+    {"<function>": FunctionTool, "<object>": OtherTool}, "a tool definition (an object)"
+)
 
 
 class ResponsesRequest(Open):
     """POST /v1/responses: the fields the server reads (others are ignored). Stateless:
     send the whole conversation in `input`."""
+
     model: str | None = None
-    input: tagged({"<string>": str, "<array>": Annotated[list[Item], Field(min_length=1)]},
-                   "a string or a non-empty array of items")
+    input: tagged(
+        {"<string>": str, "<array>": Annotated[list[Item], Field(min_length=1)]},
+        "a string or a non-empty array of items",
+    )
     instructions: str | None = None
     max_output_tokens: PositiveInt | None = None
     temperature: Temperature2 | None = None
@@ -266,6 +331,7 @@ class ResponsesRequest(Open):
 
 
 # --- Entry points ------------------------------------------------------------
+
 
 def _validate(model: type[BaseModel], body: dict) -> None:
     try:

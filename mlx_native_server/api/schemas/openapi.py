@@ -25,6 +25,7 @@ class OpenAIErrorDetail(BaseModel):
 
 class OpenAIError(BaseModel):
     """The error body of the OpenAI-shaped endpoints; `param` names the bad field."""
+
     error: OpenAIErrorDetail
 
 
@@ -35,16 +36,27 @@ class AnthropicErrorDetail(BaseModel):
 
 class AnthropicError(BaseModel):
     """The error body of /v1/messages and /v1/messages/count_tokens."""
+
     type: Literal["error"]
     error: AnthropicErrorDetail
 
 
 _POSTS = (  # path, request model, error model, summary, streams
-    ("/v1/chat/completions", schemas.ChatCompletionRequest, OpenAIError,
-     "OpenAI chat completions", True),
+    (
+        "/v1/chat/completions",
+        schemas.ChatCompletionRequest,
+        OpenAIError,
+        "OpenAI chat completions",
+        True,
+    ),
     ("/v1/messages", schemas.AnthropicMessagesRequest, AnthropicError, "Anthropic Messages", True),
-    ("/v1/messages/count_tokens", schemas.AnthropicCountTokensRequest, AnthropicError,
-     "Anthropic token count of a Messages request", False),
+    (
+        "/v1/messages/count_tokens",
+        schemas.AnthropicCountTokensRequest,
+        AnthropicError,
+        "Anthropic token count of a Messages request",
+        False,
+    ),
     ("/v1/responses", schemas.ResponsesRequest, OpenAIError, "OpenAI Responses (stateless)", True),
 )
 _GETS = (  # path, summary
@@ -54,10 +66,15 @@ _GETS = (  # path, summary
     ("/status", "What the server is doing: model, context, cache, requests"),
     ("/metrics", "Prometheus metrics (text format)"),
 )
-_ERRORS = {"400": "Invalid request: the message names the field, `param` (OpenAI) its path",
-           "401": "Missing or wrong API key", "404": "Unknown path or model",
-           "413": "Request body too large", "429": "Too many requests waiting",
-           "500": "Internal error", "503": "Model loading, server stopping or engine unavailable"}
+_ERRORS = {
+    "400": "Invalid request: the message names the field, `param` (OpenAI) its path",
+    "401": "Missing or wrong API key",
+    "404": "Unknown path or model",
+    "413": "Request body too large",
+    "429": "Too many requests waiting",
+    "500": "Internal error",
+    "503": "Model loading, server stopping or engine unavailable",
+}
 
 
 class _Schemas(GenerateJsonSchema):
@@ -79,40 +96,79 @@ def _post(model, error, summary: str, streams: bool) -> dict:
     ok = {"application/json": {"schema": {"type": "object"}}}
     if streams:
         ok["text/event-stream"] = {"schema": {"type": "string"}}
-    errors = {code: {"description": text, "content": {"application/json": {"schema": _ref(error)}}}
-              for code, text in _ERRORS.items()}
-    return {"post": {"summary": summary, "description": model.__doc__ or summary,
-                     "requestBody": {"required": True,
-                                     "content": {"application/json": {"schema": _ref(model)}}},
-                     "responses": {"200": {"description": "OK (server-sent events when `stream` is true)"
-                                           if streams else "OK", "content": ok}, **errors}}}
+    errors = {
+        code: {"description": text, "content": {"application/json": {"schema": _ref(error)}}}
+        for code, text in _ERRORS.items()
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "description": model.__doc__ or summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(model)}},
+            },
+            "responses": {
+                "200": {
+                    "description": "OK (server-sent events when `stream` is true)"
+                    if streams
+                    else "OK",
+                    "content": ok,
+                },
+                **errors,
+            },
+        }
+    }
 
 
 def _get(path: str, summary: str) -> dict:
     kind = "text/plain" if path == "/metrics" else "application/json"
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": {
-        "description": "OK", "content": {kind: {"schema": {"type": "string" if kind == "text/plain"
-                                                            else "object"}}}}}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {
+                    kind: {"schema": {"type": "string" if kind == "text/plain" else "object"}}
+                },
+            }
+        },
+    }
     if "{model}" in path:
-        op["parameters"] = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+        op["parameters"] = [
+            {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
     return {"get": op}
 
 
 def document() -> dict:
     """The whole document, built from the models each time (cheap: a few ms)."""
     models = [m for _, m, _, _, _ in _POSTS] + [OpenAIError, AnthropicError]
-    _, defs = models_json_schema([(m, "validation") for m in models], schema_generator=_Schemas,
-                                 ref_template="#/components/schemas/{model}")
-    paths = {path: _post(model, error, summary, streams) for path, model, error, summary, streams in _POSTS}
+    _, defs = models_json_schema(
+        [(m, "validation") for m in models],
+        schema_generator=_Schemas,
+        ref_template="#/components/schemas/{model}",
+    )
+    paths = {
+        path: _post(model, error, summary, streams)
+        for path, model, error, summary, streams in _POSTS
+    }
     paths.update({path: _get(path, summary) for path, summary in _GETS})
     return {
         "openapi": "3.1.0",
-        "info": {"title": "mlx-native-server", "version": __version__,
-                 "description": "A local OpenAI- and Anthropic-compatible endpoint for one MLX model. "
-                                "Unknown request fields are accepted and ignored."},
+        "info": {
+            "title": "mlx-native-server",
+            "version": __version__,
+            "description": "A local OpenAI- and Anthropic-compatible endpoint for one MLX model. "
+            "Unknown request fields are accepted and ignored.",
+        },
         "paths": paths,
         "security": [{}, {"bearer": []}, {"apiKey": []}],  # a key only when the server has one
-        "components": {"schemas": defs.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                                           "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
     }
