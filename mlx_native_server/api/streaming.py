@@ -273,6 +273,9 @@ class Exchange:
 class _Writer:
     """Writes what the worker hands over: JSON, or an event stream kept alive."""
 
+    _ticker: asyncio.TimerHandle  # set by run
+    _flusher: asyncio.TimerHandle | None  # None until the stream opens
+
     def __init__(self, ex: Exchange, send):
         self.ex, self._send = ex, send
         self.opened = False
@@ -311,7 +314,7 @@ class _Writer:
                 if fe.stream and silent and (self.opened or self.ex.queued):
                     await self._write(fe.heartbeat())  # opens a queued stream
                 continue
-            chunks: list[bytes] = []
+            chunks: list[bytes | bytearray] = []
             for item in items:
                 if item is GONE:
                     return

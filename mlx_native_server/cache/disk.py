@@ -6,7 +6,7 @@ version and KV settings (`compat`), and the tokens it covers. Entries whose
 compat differs are never used; a truncated or corrupt file is skipped with a
 warning and removed. Writes go to a temporary file that is renamed into
 place, so a reader never sees half an entry. The directory is kept under
-`max_bytes` by the same policy as memory (cache_policy.victims), files of
+`max_bytes` by the same policy as memory (policy.victims), files of
 other models or versions going first. The entries decode back to the user's
 prompts, so the directory is 0700 and every file in it 0600 (filemodes).
 """

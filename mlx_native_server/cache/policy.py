@@ -1,6 +1,6 @@
 """Which cached prompts to keep, which to reuse: pure functions over plain data.
 
-The prompt cache (prompt_cache.py) holds several KV states, each keyed by
+The prompt cache (store.py) holds several KV states, each keyed by
 the tokens it covers. Coding agents send one long, growing conversation
 (8-12K tokens of system prompt and tools, then the turns) and, now and then,
 short side requests (OpenCode's title request, Claude Code's topic checks).
@@ -21,8 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
+
+K = TypeVar("K", bound=Hashable)  # what names an entry: a store id, a file path
 
 # A prompt shorter than this prefills in well under a second even on the
 # 61 GB model (~400 tok/s), so keeping it is worth less than any session.
@@ -35,13 +38,13 @@ SUPERSEDED, SHORT, LONG = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[K]):
     """What the policy knows of one cached prompt."""
 
-    key: Hashable
+    key: K
     n_tokens: int
     nbytes: int
-    last_used: int  # a monotonic tick: larger is more recent
+    last_used: float  # a monotonic tick or a file's mtime: larger is more recent
     session: str | None = None
     superseded: bool = False
 
@@ -53,7 +56,7 @@ class Limits:
     short_tokens: int = DEFAULT_SHORT_TOKENS
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
     """Length of the longest common prefix of two token sequences."""
     n = min(len(a), len(b))
     if n == 0:
@@ -87,7 +90,7 @@ def divergence(entry_tokens: int, common: int, prompt_tokens: int) -> int | None
     return common
 
 
-def rank(entry: Entry, short_tokens: int) -> int:
+def rank(entry: Entry[K], short_tokens: int) -> int:
     """The retention class of an entry: SUPERSEDED < SHORT < LONG."""
     if entry.superseded:
         return SUPERSEDED
@@ -97,13 +100,13 @@ def rank(entry: Entry, short_tokens: int) -> int:
 
 
 def eviction_order(
-    entries: Iterable[Entry], short_tokens: int = DEFAULT_SHORT_TOKENS
-) -> list[Entry]:
+    entries: Iterable[Entry[K]], short_tokens: int = DEFAULT_SHORT_TOKENS
+) -> list[Entry[K]]:
     """Entries, the first to evict first: by class, then least recently used."""
     return sorted(entries, key=lambda e: (rank(e, short_tokens), e.last_used))
 
 
-def victims(entries: Iterable[Entry], limits: Limits) -> list[Hashable]:
+def victims(entries: Iterable[Entry[K]], limits: Limits) -> list[K]:
     """Keys to evict, in order, so that what stays fits both limits."""
     entries = list(entries)
     count = len(entries)
@@ -141,7 +144,7 @@ def superseded_by(
     return old_tokens - common <= old_tokens // 4
 
 
-def spill_to_disk(entry: Entry) -> bool:
+def spill_to_disk(entry: Entry[K]) -> bool:
     """Whether an entry evicted from memory is worth writing to disk: a
     superseded one is not, the entry that replaced it covers it."""
     return not entry.superseded

@@ -3,9 +3,9 @@
 mlx-lm's server calls `fetch_nearest_cache`, `insert_cache`, `trim_to`,
 `nbytes`, `len()` and `stats_by_type()` on it from the generation thread.
 This store keeps several entries within a byte budget and lets
-cache_policy.py choose what to evict (superseded turns, then short side
+policy.py choose what to evict (superseded turns, then short side
 requests, then the least recently used conversation); what memory evicts and
-what is live at a clean shutdown goes to the disk tier (disk_cache.py), which
+what is live at a clean shutdown goes to the disk tier (disk.py), which
 a later lookup, or the next server, loads from when it matches the prompt
 better than memory does. The engine tells the store which request comes next
 (`begin`) so entries carry the client's session hint and each request learns
@@ -142,6 +142,8 @@ class PromptCacheStore:
         lookup = Lookup(prompt_tokens=len(tokens))
         cache = None
         if source == "disk":
+            # choose_source picks disk only for a match of more than 0 tokens.
+            assert self.disk is not None and disk_entry is not None, "disk chosen without a match"
             start = time.perf_counter()
             cache = self.disk.load(disk_entry)
             lookup.load_seconds = time.perf_counter() - start
@@ -149,6 +151,7 @@ class PromptCacheStore:
             if cache is None:
                 source = "memory" if mem_usable else "none"
         if source == "memory":
+            assert item is not None, "memory chosen without a match"  # mem_usable > 0
             with self._lock:
                 cache = copy.deepcopy(item.cache)
                 item.last_used = next(self._tick)
@@ -237,7 +240,7 @@ class PromptCacheStore:
         """Entries, bytes, hits and misses, for GET /status."""
         with self._lock:
             items = list(self.items.values())
-        out = {
+        out: dict[str, Any] = {
             "entries": len(items),
             "bytes": sum(i.nbytes for i in items),
             "max_entries": self.limits.max_entries,

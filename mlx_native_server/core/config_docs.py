@@ -3,6 +3,7 @@ README's configuration table (tests keep both in step with config.KEYS)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .config import KEYS
@@ -22,9 +23,11 @@ def _valid_text(key: Key) -> str:
         return "one of " + ", ".join(_toml_value(c) for c in key.choices)
     if key.check_text:
         return key.check_text
-    return {parse_bool: "true or false", parse_size: "a size such as 8GB or 512MiB"}.get(
-        key.parse, "a string" if key.parse is parse_str else "a number"
-    )
+    named: dict[Callable[[Any], Any], str] = {
+        parse_bool: "true or false",
+        parse_size: "a size such as 8GB or 512MiB",
+    }
+    return named.get(key.parse, "a string" if key.parse is parse_str else "a number")
 
 
 def _default(key: Key) -> Any:

@@ -1,4 +1,4 @@
-"""Is the engine still working? What the watchdog in serve.py checks.
+"""Is the engine still working? What the watchdog in server.py checks.
 
 mlx-lm #1672: the HTTP side can stay up while generation is dead or hung,
 so a service manager never learns it should restart the server. Three checks:

@@ -150,6 +150,7 @@ class App:
         with self._lock:
             self.active.discard(ex)
         gen = ex.gen
+        assert gen is not None, "finish follows a start that set ex.gen"
         t, u = gen.timing, gen.usage
         rate = u.completion_tokens / t.decode_seconds if t.decode_seconds > 0 else 0.0
         lookup = gen.cache_lookup

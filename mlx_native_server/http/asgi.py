@@ -4,6 +4,8 @@ router (routes.py), with every error in the API's own shape."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,6 +18,11 @@ from .boundary import Boundary
 from .routes import ROUTES, TEST_ROUTES
 
 log = logging.getLogger("mlx_native_server.http")
+
+# Each handler takes the exception class it is registered for; Starlette's own
+# `ExceptionHandler` type says `Exception`, which a narrower handler cannot meet
+# (parameters are contravariant), so the table is typed with `Any` there.
+_Handlers = dict[Any, Callable[[Request, Any], Awaitable[Response]]]
 
 
 def _error_response(request: Request, e: ApiError) -> Response:
@@ -37,16 +44,17 @@ async def _api_error(request: Request, e: ApiError) -> Response:
 
 async def _http_error(request: Request, e: HTTPException) -> Response:
     path = request.url.path
+    headers = dict(e.headers or {})
     if e.status_code == 405:
         error = ApiError(
             405,
-            f"{request.method} is not allowed on {path}; use {e.headers.get('Allow')}.",
-            headers=dict(e.headers or {}),
+            f"{request.method} is not allowed on {path}; use {headers.get('Allow')}.",
+            headers=headers,
         )
     elif e.status_code == 404:
         error = ApiError(404, f"Unknown path {path}.", "not_found_error")
     else:
-        error = ApiError(e.status_code, str(e.detail), headers=dict(e.headers or {}))
+        error = ApiError(e.status_code, str(e.detail), headers=headers)
     return await _api_error(request, error)
 
 
@@ -60,13 +68,11 @@ async def _unexpected(request: Request, e: Exception) -> Response:
 def build_asgi(app: App) -> Boundary:
     """The whole ASGI application: the boundary around the routes."""
     routes = ROUTES + (TEST_ROUTES if app.test_hooks else [])
-    starlette = Starlette(
-        routes=routes,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
-    )
+    handlers: _Handlers = {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+    starlette = Starlette(routes=routes, exception_handlers=handlers)
     starlette.state.mns = app
-    return Boundary(app, starlette, {r.path for r in routes if "POST" in r.methods})
+    return Boundary(app, starlette, {r.path for r in routes if "POST" in (r.methods or ())})

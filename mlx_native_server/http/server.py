@@ -58,14 +58,16 @@ class GuardedH11(H11Protocol):
         self._protocol_error: h11.RemoteProtocolError | None = None
         next_event = self.conn.next_event
 
-        def remember_errors():
+        def remember_errors() -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
             try:
                 return next_event()
             except h11.RemoteProtocolError as e:
                 self._protocol_error = e
                 raise
 
-        self.conn.next_event = remember_errors
+        # Wrapping this one connection's parser, on purpose: uvicorn owns the
+        # h11.Connection, so it cannot be subclassed from here.
+        self.conn.next_event = remember_errors  # type: ignore[method-assign]
         self._arm()
 
     def _arm(self) -> None:

@@ -116,8 +116,10 @@ class Plan:
     runtime: int
     total: int
     fixes: list = field(default_factory=list)  # dicts of settings that would fit
-    shape: Shape | None = None
-    knobs: Knobs | None = None
+    # Required, but keyword-only so they can follow the defaulted fields while
+    # keeping their place in the --plan --json output (dataclasses.asdict order).
+    shape: Shape = field(kw_only=True)
+    knobs: Knobs = field(kw_only=True)
     scores_in_memory: bool = True
     wired_limit: int = 0  # bytes for mx.set_wired_limit (macOS), 0: leave it
     ranks: int = 1
@@ -294,6 +296,7 @@ def _fixes(k: Knobs, device: Device, need: Callable[[Knobs], _Need]) -> list[dic
         out.append({"prompt_cache_bytes": room // (64 * MiB) * 64 * MiB})
     if not out:  # it fits at MIN_CONTEXT without a prompt cache (else cannot_fit)
         n = _largest(least, k.max_tokens, lambda n: fits(max_tokens=n, prompt_cache_size=0))
+        assert n is not None, "make_plan returns cannot_fit before asking for fixes"
         out.append({"max_tokens": _round_tokens(n), "prompt_cache_size": 0})
     if device.platform == "macos" and not device.overridden:
         wants = [now.total]  # with auto: room for its ceiling if the Mac has it, else its floor

@@ -123,6 +123,7 @@ def inspect(s: ConvertSettings, step: Steps, api=None) -> Source | HubRepo:
     download in the Hugging Face cache), or what the Hub says about a repo
     not downloaded yet. Nothing large is fetched."""
     spec = s.source
+    src: Source | HubRepo
     if not model_source.looks_like_hub_id(spec):
         step(f"checking {spec}")
         # A path on the command line is relative to where the user is.

@@ -17,7 +17,7 @@ from ..core import proc
 from ..core.errors import UserError
 from ..core.paths import SERVICE_LABEL, Paths
 from .render import ServiceSpec, recorded_args_from_plist, render_plist
-from .state import ServiceState, wait_until, write_file
+from .state import ServiceState, StateBase, wait_until, write_file
 
 UNLOAD_TIMEOUT = 60.0  # seconds bootout may take (launchd's ExitTimeOut plus slack)
 
@@ -64,7 +64,7 @@ class Launchd:
     def state(self) -> ServiceState:
         installed = self.file.exists()
         r = proc.run(["launchctl", "print", self.target], check=False)
-        base = dict(manager=self.manager, name=self.name, file=self.file, installed=installed)
+        base = StateBase(manager=self.manager, name=self.name, file=self.file, installed=installed)
         if r.returncode == 127:
             return ServiceState(
                 **base,

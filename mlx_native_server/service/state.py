@@ -6,8 +6,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from ..core import filemodes
+
+
+class StateBase(TypedDict):
+    """The ServiceState fields a manager knows before asking it, spread
+    into every state it builds: `ServiceState(**base, loaded=...)`."""
+
+    manager: str
+    name: str
+    file: Path
+    installed: bool
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from ..core import proc
 from ..core.errors import UserError
 from ..core.paths import SERVICE_UNIT, Paths
 from .render import ServiceSpec, recorded_args_from_unit, render_unit
-from .state import ServiceState, write_file
+from .state import ServiceState, StateBase, write_file
 
 SHOW = "LoadState,ActiveState,SubState,MainPID,ExecMainCode,ExecMainStatus"
 _NO_BUS = ("Failed to connect to", "No medium found", "$DBUS_SESSION_BUS_ADDRESS")
@@ -63,8 +63,8 @@ class Systemd:
         r = proc.run(["systemctl", "--user", *args], check=False)
         if r.ok or not check:
             return r
-        last = (r.stderr or r.stdout).strip().splitlines()
-        last = last[-1] if last else f"exit status {r.returncode}"
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        last = lines[-1] if lines else f"exit status {r.returncode}"
         if r.returncode == 127:
             raise UserError("'systemctl' was not found on PATH; this needs a Linux with systemd.")
         if any(marker in last for marker in _NO_BUS):
@@ -75,12 +75,12 @@ class Systemd:
         )
 
     def state(self) -> ServiceState:
-        base = dict(
+        base = StateBase(
             manager=self.manager, name=self.name, file=self.file, installed=self.file.exists()
         )
         r = self._ctl("show", self.name, f"--property={SHOW}", check=False)
-        why = (r.stderr or r.stdout).strip().splitlines()
-        why = why[-1] if why else ""
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        why = lines[-1] if lines else ""
         if r.returncode == 127 or not r.ok:
             detail = (
                 "systemctl was not found"

@@ -128,7 +128,7 @@ def install_wheel(wheel: Path, python: Path) -> None:
     print(f"installing {wheel.name} into the venv...", flush=True)
     proc.run(
         [
-            python,
+            str(python),
             "-m",
             "pip",
             "install",
@@ -137,7 +137,7 @@ def install_wheel(wheel: Path, python: Path) -> None:
             "--no-index",
             "--force-reinstall",
             "--disable-pip-version-check",
-            wheel,
+            str(wheel),
         ],
         what="installing the mlx-lm wheel",
         hint="run ./setup-mlx-lm-repo.sh --status, and --reset to go back to the pinned wheel",
@@ -149,7 +149,7 @@ def install_pinned(version: str, python: Path) -> None:
     print(f"installing mlx-lm {version} from PyPI...", flush=True)
     proc.run(
         [
-            python,
+            str(python),
             "-m",
             "pip",
             "install",
@@ -165,7 +165,7 @@ def install_pinned(version: str, python: Path) -> None:
 
 
 def installed(python: Path) -> Installed | None:
-    r = proc.run([python, "-c", _PROBE], what="reading the installed mlx-lm")
+    r = proc.run([str(python), "-c", _PROBE], what="reading the installed mlx-lm")
     data = json.loads(r.stdout.strip().splitlines()[-1])
     return Installed(data["version"], data["location"], data["direct_url"] or "") if data else None
 

@@ -76,7 +76,7 @@ def status(settings: Settings) -> int:
         + (
             ""
             if same
-            else f" (the installed {found.version} differs; tests and engine.py expect the pin)"
+            else f" (the installed {found.version} differs; tests and the adapter expect the pin)"
         )
     )
     return 0

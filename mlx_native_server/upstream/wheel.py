@@ -20,9 +20,9 @@ from ..core import proc
 from ..core.errors import UserError
 from .git import git
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 # What pip assumes for a tree without [build-system] (older mlx-lm: setup.py).
@@ -61,7 +61,7 @@ def build_tools(requires: list[str], cache: Path) -> Path:
                 "--quiet",
                 "--disable-pip-version-check",
                 "--target",
-                tmp,
+                str(tmp),
                 *requires,
             ],
             what="installing the build tools",
@@ -113,8 +113,8 @@ def build_wheel(tree: Path, version: str, workdir: Path, cache: Path) -> Path:
             "--no-build-isolation",
             "--disable-pip-version-check",
             "--wheel-dir",
-            wheels,
-            export,
+            str(wheels),
+            str(export),
         ],
         env=env,
         what="building the mlx-lm wheel",

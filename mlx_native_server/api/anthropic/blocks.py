@@ -90,6 +90,7 @@ class Blocks:
         if d.kind == "tool_call" or self._open != d.kind:
             events += self.close_block()
         if d.kind == "tool_call":
+            assert d.call is not None, "a tool_call Delta always carries its call"
             return events + self._tool_use(d.call)
         if self._open is None:
             events.append(self._start(d.kind))

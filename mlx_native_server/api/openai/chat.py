@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from ...engine.generation import Generation
-from ...engine.types import ChatRequest, Delta
+from ...engine.types import ChatRequest, Delta, ToolCall
 from ..errors import ApiError, bad_request, error_body, expect, expect_number
 from ..reasoning import normalize_messages
 from ..streaming import Event, sse
@@ -86,8 +86,8 @@ def usage_dict(gen: Generation) -> dict[str, Any]:
     }
 
 
-def _tool_call_dict(call, index: int | None = None) -> dict:
-    out = {
+def _tool_call_dict(call: ToolCall, index: int | None = None) -> dict:
+    out: dict[str, Any] = {
         "id": call.id,
         "type": "function",
         "function": {"name": call.name, "arguments": call.arguments},
@@ -134,6 +134,7 @@ class ChatFrontEnd:
         return []
 
     def feed(self, d: Delta) -> list[Event]:
+        delta: dict[str, Any]
         if d.kind == "reasoning":
             delta = {"reasoning_content": d.text}
             self._reasoning.append(d.text)
@@ -141,6 +142,7 @@ class ChatFrontEnd:
             delta = {"content": d.text}
             self._text.append(d.text)
         else:
+            assert d.call is not None, "a tool_call Delta always carries its call"
             delta = {"tool_calls": [_tool_call_dict(d.call, self._calls)]}
             self._tool_calls.append(_tool_call_dict(d.call))
             self._calls += 1

@@ -82,6 +82,7 @@ class Output:
         if d.kind == "tool_call" or self._open != d.kind:
             events += self.close_item()
         if d.kind == "tool_call":
+            assert d.call is not None, "a tool_call Delta always carries its call"
             return events + self._function_call(d.call)
         if self._open is None:
             events += self._open_item(d.kind)
@@ -101,6 +102,8 @@ class Output:
         return events + [event]
 
     def _open_item(self, kind: str) -> list[Event]:
+        item: dict[str, Any]
+        part: dict[str, Any]
         if kind == "reasoning":
             item = {"id": _id("rs"), "type": "reasoning", "summary": [], "content": []}
             part = {"type": "reasoning_text", "text": ""}

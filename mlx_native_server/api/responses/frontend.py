@@ -1,6 +1,6 @@
 """OpenAI Responses API (`POST /v1/responses`, Codex CLI): the encoder.
 
-Stateless (see responses_translate). Streams `response.created`, output
+Stateless (see translate.py). Streams `response.created`, output
 items with their text, reasoning and function-call argument events, and
 `response.completed` with usage; a failure is `response.failed`. A silent
 stretch (long prefill, long tool call) gets SSE comment heartbeats.

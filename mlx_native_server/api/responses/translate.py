@@ -79,7 +79,7 @@ def _reasoning_text(item: dict, where: str) -> str:
 class _Conversation:
     """Accumulates template-form messages from input items."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.messages: list[dict] = []
         self.reasoning = ""  # from a reasoning item, for the next assistant turn
 
@@ -122,7 +122,8 @@ class _Conversation:
             )
 
     def _message(self, item: dict, where: str) -> None:
-        role = ROLES.get(item.get("role"))
+        raw_role = item.get("role")
+        role = ROLES.get(raw_role) if isinstance(raw_role, str) else None
         if role is None:
             raise bad_request(f"'{where}.role' must be user, assistant, system or developer.")
         text = parts_text(item.get("content"), where + ".content")

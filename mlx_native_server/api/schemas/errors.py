@@ -12,6 +12,8 @@ import json
 import math
 from typing import Any
 
+from pydantic_core import ErrorDetails
+
 from ..errors import ApiError
 
 _BY_TYPE = {
@@ -28,7 +30,7 @@ _BY_TYPE = {
 }
 
 
-def api_error(error: dict) -> ApiError:
+def api_error(error: ErrorDetails) -> ApiError:
     """The 400 for one pydantic error (`ValidationError.errors()[0]`): the
     field as `messages[0].content` in the message and `messages.0.content`
     in `param`; `<tag>` steps of tagged unions are left out."""

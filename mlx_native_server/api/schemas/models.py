@@ -2,18 +2,21 @@
 
 The HTTP layer calls `validate_openai_chat`, `validate_anthropic_messages`
 or `validate_responses` on the parsed body before the endpoint's parser
-(openai_chat, anthropic_translate, responses_translate) runs, and passes the
+(api/openai/chat, api/anthropic/translate, api/responses/translate) runs, and passes the
 same dict on. The models mirror what those parsers read, with the types
 they accept; what they ignore is left out, and unknown fields are allowed
-(clients send many). Ranges are the engine's (schema_types): a value
+(clients send many). Ranges are the engine's (schemas/types.py): a value
 outside them would crash a sampler inside mlx-lm and take the engine down
 with it. Free-form parts (tool JSON schemas, tool-call arguments) stay
 plain objects. Pure: stdlib and pydantic only, no mlx.
+
+The unions (`tagged`, `content_of`) are built at run time, which mypy cannot
+follow: under TYPE_CHECKING each is `Any`, and pydantic reads the real one.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -66,7 +69,10 @@ ChatPart = tagged(
     },
     "a string or a content part",
 )
-ChatContent = content_of(ChatPart, "text parts")
+if TYPE_CHECKING:
+    ChatContent = Any
+else:
+    ChatContent = content_of(ChatPart, "text parts")
 
 
 class ChatFunctionCall(Open):
@@ -127,7 +133,10 @@ class TextBlock(Open):
 
 
 InnerBlock = tagged({"<text>": TextBlock, "<object>": AnyKind}, "a content block (an object)")
-ResultContent = content_of(InnerBlock, "content blocks")
+if TYPE_CHECKING:
+    ResultContent = Any
+else:
+    ResultContent = content_of(InnerBlock, "content blocks")
 
 
 class ThinkingBlock(Open):
@@ -158,7 +167,10 @@ Block = tagged(
     },
     "a content block (an object)",
 )
-Blocks = content_of(Block, "content blocks")
+if TYPE_CHECKING:
+    Blocks = Any
+else:
+    Blocks = content_of(Block, "content blocks")
 
 
 class AnthropicMessage(Open):
@@ -178,11 +190,14 @@ class ServerTool(Open):
     type: str
 
 
-AnthropicTool = tagged(
-    {"<custom>": CustomTool, "<object>": ServerTool},
-    "a tool definition (an object)",
-    untyped="<custom>",
-)
+if TYPE_CHECKING:
+    AnthropicTool = Any
+else:
+    AnthropicTool = tagged(
+        {"<custom>": CustomTool, "<object>": ServerTool},
+        "a tool definition (an object)",
+        untyped="<custom>",
+    )
 
 
 class AnthropicToolChoice(Open):
@@ -218,11 +233,12 @@ class AnthropicMessagesRequest(AnthropicCountTokensRequest):
 
 # --- OpenAI Responses --------------------------------------------------------
 
-TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "reasoning_text")
+TextPartType = Literal["input_text", "output_text", "text", "summary_text", "reasoning_text"]
+TEXT_PARTS: tuple[str, ...] = get_args(TextPartType)
 
 
 class ResponsesTextPart(Open):
-    type: Literal[TEXT_PARTS]
+    type: TextPartType
     text: str
 
 
@@ -239,7 +255,10 @@ ResponsesPart = tagged(
     },
     "a content part (an object)",
 )
-ResponsesContent = content_of(ResponsesPart, "content parts")
+if TYPE_CHECKING:
+    ResponsesContent = Any
+else:
+    ResponsesContent = content_of(ResponsesPart, "content parts")
 
 
 class MessageItem(Open):
@@ -304,9 +323,17 @@ class OtherTool(Open):
     """web_search, custom, local_shell, …: left out, this server runs no hosted tools."""
 
 
-ResponsesTool = tagged(
-    {"<function>": FunctionTool, "<object>": OtherTool}, "a tool definition (an object)"
-)
+if TYPE_CHECKING:
+    ResponsesTool = Any
+    ResponsesInput = Any
+else:
+    ResponsesTool = tagged(
+        {"<function>": FunctionTool, "<object>": OtherTool}, "a tool definition (an object)"
+    )
+    ResponsesInput = tagged(
+        {"<string>": str, "<array>": Annotated[list[Item], Field(min_length=1)]},
+        "a string or a non-empty array of items",
+    )
 
 
 class ResponsesRequest(Open):
@@ -314,10 +341,7 @@ class ResponsesRequest(Open):
     send the whole conversation in `input`."""
 
     model: str | None = None
-    input: tagged(
-        {"<string>": str, "<array>": Annotated[list[Item], Field(min_length=1)]},
-        "a string or a non-empty array of items",
-    )
+    input: ResponsesInput
     instructions: str | None = None
     max_output_tokens: PositiveInt | None = None
     temperature: Temperature2 | None = None

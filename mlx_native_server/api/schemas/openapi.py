@@ -41,7 +41,8 @@ class AnthropicError(BaseModel):
     error: AnthropicErrorDetail
 
 
-_POSTS = (  # path, request model, error model, summary, streams
+# path, request model, error model, summary, streams
+_POSTS: tuple[tuple[str, type[BaseModel], type[BaseModel], str, bool], ...] = (
     (
         "/v1/chat/completions",
         schemas.ChatCompletionRequest,

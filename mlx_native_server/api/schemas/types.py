@@ -8,7 +8,7 @@ schema_errors), not pydantic's dump of every union branch.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from pydantic import (
     BaseModel,
@@ -64,8 +64,9 @@ def union(by: dict[str, Any], tag, phrase: str) -> Any:
     every branch's); no branch is "`field` must be {phrase}". Tags are
     written `<name>` so that error paths can drop them (schema_errors)."""
     branches = tuple(Annotated[t, Tag(name)] for name, t in by.items())
+    # `Union[tuple]`: the branches are a run-time tuple, which `X | Y` cannot spell.
     return Annotated[
-        branches,
+        Union[branches],  # noqa: UP007
         Discriminator(tag, custom_error_type="expected", custom_error_message=phrase),
     ]
 
@@ -75,6 +76,7 @@ def tagged(by: dict[str, Any], phrase: str, *, untyped: str = "<object>") -> Any
     `type` (`<text>`, …, `<object>` for other types, `untyped` for none)."""
 
     def tag(value: Any) -> str | None:
+        name: str | None
         if isinstance(value, dict):
             kind = value.get("type")
             name = untyped if kind is None else f"<{kind}>" if isinstance(kind, str) else "<object>"
