@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peak memory of a prefill, above the weights and the KV cache, at several
 prefill_step_size values: the measurement behind the prefill working set of
-mlx_native_server/memory/plan.py (KV_CACHE_QUANTIZATION.md, "Memory plan").
+mlx_native_server/memory/footprint.py (KV_CACHE_QUANTIZATION.md, "Memory plan").
 
     .venv/bin/python benchmarks/prefill_memory.py              # the demo model's shape
     .venv/bin/python benchmarks/prefill_memory.py --grid       # shapes that separate the terms
@@ -14,7 +14,7 @@ prefill_step_size tokens, the cache evaluated (and, with --kv-bits,
 quantized from the first token) after each. For every chunk the working set
 is mlx's peak active memory during the chunk minus the active memory after
 it (weights plus the cache so far); the largest over the chunks is printed,
-next to what memory_plan.prefill_bytes predicts for the last chunk. Weights
+next to what footprint.prefill_bytes predicts for the last chunk. Weights
 are random: memory does not depend on their values. The model is built from
 the demo model's config.json with --shape's overrides.
 """
@@ -38,7 +38,7 @@ from mlx_lm.models import minimax  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
 from mlx_native_server.memory import device as plan_cmd  # noqa: E402
-from mlx_native_server.memory import plan as memory_plan  # noqa: E402
+from mlx_native_server.memory import footprint  # noqa: E402
 from mlx_native_server.models import demo as demo_model  # noqa: E402
 
 MiB = 2**20
@@ -100,7 +100,7 @@ def run(
     platform: str,
 ) -> None:
     weights = mx.get_active_memory()
-    scores = memory_plan.scores_materialized(platform, kv_bits is not None)
+    scores = footprint.scores_materialized(platform, kv_bits is not None)
     for step in steps:
         kv_label = "full" if kv_bits is None else f"{kv_bits}-bit"
         try:
@@ -111,8 +111,8 @@ def run(
                 f"{str(e).strip().splitlines()[0][:80]}"
             )
             continue
-        shape = memory_plan.Shape.from_config(config)
-        predicted = memory_plan.prefill_bytes(shape, step, n_tokens, scores)
+        shape = footprint.Shape.from_config(config)
+        predicted = footprint.prefill_bytes(shape, step, n_tokens, scores)
         print(
             f"{label:<16} {kv_label:<6} {n_tokens:>7} {step:>6} {weights / MiB:>10.1f} "
             f"{kv / MiB:>8.1f} {ws / MiB:>12.1f} {predicted / MiB:>12.1f} "

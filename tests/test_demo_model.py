@@ -9,13 +9,8 @@ import pytest
 
 from mlx_native_server.commands import demo as demo_cmd
 from mlx_native_server.core.errors import UserError
-from mlx_native_server.models.demo import (
-    ANSWER_SCRIPT,
-    EOS,
-    THINK_SCRIPT,
-    generate,
-    write_hf_checkpoint,
-)
+from mlx_native_server.models.demo import generate, write_hf_checkpoint
+from mlx_native_server.models.demo_tokenizer import ANSWER_SCRIPT, EOS, THINK_SCRIPT
 
 SCRIPTED_REPLY = THINK_SCRIPT + "</think>" + ANSWER_SCRIPT
 WEATHER_TOOL = {

@@ -17,6 +17,7 @@ from mlx_native_server.core import config
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.core.paths import Paths
 from mlx_native_server.memory import device as plan_cmd
+from mlx_native_server.memory import footprint
 from mlx_native_server.memory import plan as mp
 
 GB, GiB = 10**9, 2**30
@@ -72,10 +73,10 @@ def plan(device: mp.Device, **knobs) -> mp.Plan:
 
 
 def test_kv_bytes_per_token_are_the_documented_table():
-    shape = mp.Shape.from_config(REAP50)
-    assert mp.kv_per_token(shape, 0, 64) == 253_952  # 2 x 62 x 8 x 128 values x 2 bytes
-    assert mp.kv_per_token(shape, 8, 64) == 134_912
-    assert mp.kv_per_token(shape, 4, 64) == 71_424
+    shape = footprint.Shape.from_config(REAP50)
+    assert footprint.kv_per_token(shape, 0, 64) == 253_952  # 2 x 62 x 8 x 128 values x 2 bytes
+    assert footprint.kv_per_token(shape, 8, 64) == 134_912
+    assert footprint.kv_per_token(shape, 4, 64) == 71_424
 
 
 def test_kv_at_the_cap_is_quantized_and_rounded_to_the_cache_step():
@@ -121,7 +122,9 @@ def test_prefill_working_set_bounds_what_the_demo_model_uses(demo, step):
         model(tokens[i : i + step][None], cache=cache)
         mx.eval([c.state for c in cache])
         used = max(used, mx.get_peak_memory() - mx.get_active_memory())
-    formula = mp.prefill_bytes(mp.Shape.from_config(config_json), step, 2048, scores=True)
+    formula = footprint.prefill_bytes(
+        footprint.Shape.from_config(config_json), step, 2048, scores=True
+    )
     assert 0.7 * formula <= used <= formula
 
 

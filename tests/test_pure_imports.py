@@ -39,6 +39,7 @@ PURE = [
     "api.anthropic.frontend",
     "api.responses.frontend",
     "api.streaming",
+    "api.channel",
     "memory.plan",
     "service.render",
 ]

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from mlx_native_server.adapter import contract
-from mlx_native_server.adapter.contract import Attr, Call, Global, Reads, Uses
+from mlx_native_server.adapter.checks import Attr, Call, Global, Reads, Uses
 from mlx_native_server.core.errors import UserError
 from mlx_native_server.upstream import install
 

@@ -1,3 +1,4 @@
 """The three APIs (OpenAI chat, Anthropic messages, OpenAI responses): parsers,
-translators and event encoders over one front-end skeleton (`streaming`).
+translators and event encoders over one front-end skeleton (`streaming`, whose
+event-loop half is `channel`).
 """

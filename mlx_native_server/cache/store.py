@@ -9,7 +9,7 @@ what is live at a clean shutdown goes to the disk tier (disk.py), which
 a later lookup, or the next server, loads from when it matches the prompt
 better than memory does. The engine tells the store which request comes next
 (`begin`) so entries carry the client's session hint and each request learns
-what the lookup found (`Lookup`).
+what the lookup found (`Lookup`). configure.py builds it from the settings.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -29,7 +28,6 @@ import numpy as np
 from ..adapter.kv import can_trim_prompt_cache, trim_prompt_cache
 from . import policy
 from .disk import DiskTier
-from .fingerprint import model_fingerprint
 
 log = logging.getLogger("mlx_native_server.cache.store")
 
@@ -300,46 +298,3 @@ class PromptCacheStore:
         ok = self.disk.write(item.tokens, item.cache, item.session)
         item.on_disk = item.on_disk or ok
         return ok
-
-
-def make_prompt_cache_store(
-    settings, *, kv_bits: int | None = None, mlx_lm_version: str = "", distributed: bool = False
-) -> PromptCacheStore:
-    """The prompt cache for this configuration: memory limits, and the disk
-    tier unless it is off or the model runs on several ranks (each rank
-    holds a shard of the KV state)."""
-    disk = None
-    if settings.prompt_cache_disk and not distributed:
-        disk = _disk_tier(
-            settings,
-            {
-                "kv_bits": kv_bits or 0,
-                "kv_group_size": settings.kv_group_size,
-                "quantized_kv_start": settings.quantized_kv_start,
-                "mlx_lm_version": mlx_lm_version,
-            },
-        )
-    return PromptCacheStore(
-        settings.prompt_cache_size, settings.prompt_cache_bytes or (1 << 62), disk
-    )
-
-
-def cache_dir(settings) -> Path:
-    """Where the disk tier lives: prompt_cache_dir, or local-models/.prompt-cache."""
-    if settings.prompt_cache_dir:
-        return settings.paths.resolve(settings.prompt_cache_dir)
-    return settings.paths.cache_dir
-
-
-def _disk_tier(settings, kv: dict) -> DiskTier | None:
-    root = cache_dir(settings)
-    try:
-        compat = {"fingerprint": model_fingerprint(settings.model_path), **kv}
-        return DiskTier(root, compat, settings.prompt_cache_disk_bytes)
-    except OSError as e:
-        log.warning(
-            "prompt cache: no disk tier (%s); set prompt_cache_dir to a "
-            "writable directory or prompt_cache_disk = false",
-            e,
-        )
-        return None

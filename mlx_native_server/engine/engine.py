@@ -22,7 +22,8 @@ import mlx.core as mx
 
 from ..adapter.kv import kv_quantization_works
 from ..adapter.server import MLX_LM_VERSION, Upstream, install_no_logprob_sync
-from ..cache.store import Ticket, make_prompt_cache_store
+from ..cache.configure import make_prompt_cache_store
+from ..cache.store import Ticket
 from ..core.config import Settings
 from . import hooks
 from .types import ChatRequest, ContextOverflow, EngineUnavailable, MemoryExhausted, Run

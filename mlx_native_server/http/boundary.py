@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from ..api.channel import encode_headers, send_json
 from ..api.errors import ApiError, error_body, flavor_of
-from ..api.streaming import ClientGone, encode_headers, send_json
+from ..api.streaming import ClientGone
 from ..core import heap
 from ..core.config import Settings
 from .json_body import parse_json_body

@@ -15,6 +15,7 @@ from ..core import proc
 from ..core.config import Settings, human_size
 from ..core.errors import UserError
 from . import plan as mp
+from .footprint import Shape
 
 log = logging.getLogger("mlx_native_server.plan")
 
@@ -105,7 +106,7 @@ def plan_for(settings: Settings, device: mp.Device | None = None) -> mp.Plan:
     path = settings.model_path
     try:
         config = json.loads((path / "config.json").read_text())
-        shape = mp.Shape.from_config(config)
+        shape = Shape.from_config(config)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(
             f"cannot read the shape of {path / 'config.json'} for the memory plan "

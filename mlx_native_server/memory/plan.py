@@ -8,6 +8,8 @@ the formulas and the measurements behind them. The peak of one request is
 
 taken at the context cap (the last prefill chunk attends to every cached
 token) and at the switch to a quantized cache (both copies exist a moment).
+memory/footprint.py prices a context (KV, prefill); this module adds the
+rest and gives the verdict, the settings that would fit and its sentence.
 memory/device.py measures the machine and applies the plan; it imports this
 module, never the other way round. `check_model_fits` is what
 ./convert-model.sh asks before it downloads a model.
@@ -20,51 +22,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from ..core.errors import UserError
+from .footprint import Shape, kv_per_token, peak, scores_materialized
 
 GiB, MiB = 2**30, 2**20
-KV_STEP = 256  # mlx-lm's KVCache grows in steps of this many tokens
 RUNTIME_BYTES = 1 * GiB  # Python, tokenizer, mlx runtime, HTTP (demo server: ~0.1 GB RSS)
 AUTO_CEILING = 16 * GiB  # prompt_cache_bytes = auto takes what is left, up to this
 AUTO_FLOOR = 1 * GiB  # ...and needs this much: ~15K tokens of a coding agent's prompt at 4 bits
 MIN_CONTEXT = 4096  # below this context the server is of no use: the model cannot fit
 MACOS_RESERVE = 8 * GiB  # left to macOS itself when suggesting a higher GPU wired limit
-# Prefill values alive per prompt token, fitted on the demo model's shape
-# (2-18% above every measurement: KV_CACHE_QUANTIZATION.md, Memory plan).
-PER_TOKEN_HIDDEN, PER_TOKEN_HEAD, PER_TOKEN_EXPERT_HIDDEN, PER_TOKEN_EXPERT_INTER = 4, 7, 3, 2
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What of config.json the memory depends on."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    experts_per_token: int
-    intermediate: int
-    dtype_bytes: int  # activations
-    weight_bits: float  # bits per weight, scales and biases included
-
-    @classmethod
-    def from_config(cls, config: dict) -> Shape:
-        heads = config["num_attention_heads"]
-        q = config.get("quantization") or config.get("quantization_config") or {}
-        dtype = DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2)
-        bits = (q["bits"] + 32 / q.get("group_size", 64)) if "bits" in q else 8 * dtype
-        return cls(
-            config["num_hidden_layers"],
-            config["hidden_size"],
-            heads,
-            config.get("num_key_value_heads", heads),
-            config.get("head_dim") or config["hidden_size"] // heads,
-            config.get("num_experts_per_tok") or 1,  # a dense model: one MLP
-            config.get("moe_intermediate_size") or config.get("intermediate_size", 0),
-            dtype,
-            bits,
-        )
 
 
 @dataclass(frozen=True)
@@ -130,58 +95,10 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def kv_per_token(shape: Shape, bits: int, group_size: int) -> float:
-    """K and V of one token in every layer (KV_CACHE_QUANTIZATION.md): bits
-    per value plus a scale and a bias per group, or the activation dtype."""
-    per_value = bits / 8 + 2 * shape.dtype_bytes / group_size if bits else shape.dtype_bytes
-    return 2 * shape.layers * shape.kv_heads * shape.head_dim * per_value
-
-
-def _slots(tokens: int) -> int:
-    return -(-tokens // KV_STEP) * KV_STEP
-
-
-def scores_materialized(platform: str, quantized: bool) -> bool:
-    """Whether a prefill chunk holds its attention scores (chunk x context):
-    mlx-lm's quantized attention always does, as does mlx's attention on the
-    CPU; the fused kernels of Metal and CUDA (measured on an H200) do not."""
-    return quantized or platform == "linux-cpu"
-
-
-def prefill_bytes(shape: Shape, step: int, context: int, scores: bool) -> int:
-    """Working set of a prefill chunk of `step` tokens attending to `context`
-    tokens: activations per token, the scores and their causal mask, and the
-    copy of one layer's cache as it grows. GPUs run further layers ahead as
-    room allows: mlx's memory limit (apply_limits sets it to the plan's)
-    makes them wait instead, at no measured cost in speed."""
-    values = (
-        PER_TOKEN_HIDDEN * shape.hidden
-        + PER_TOKEN_HEAD * shape.heads * shape.head_dim
-        + shape.experts_per_token
-        * (PER_TOKEN_EXPERT_HIDDEN * shape.hidden + PER_TOKEN_EXPERT_INTER * shape.intermediate)
-    )
-    out = step * values * shape.dtype_bytes
-    if scores:
-        out += step * context * (shape.heads * shape.dtype_bytes + 1)
-    return out + int(context * kv_per_token(shape, 0, 64) / shape.layers)
-
-
-def _peak(
-    shape: Shape, k: Knobs, bits: int, platform: str, tokens: int, step: int
-) -> tuple[int, int, int]:
-    """(KV at `tokens`, the last chunk's working set, the larger of the two
-    moments' KV + working set)."""
-    full, quant = kv_per_token(shape, 0, 64), kv_per_token(shape, bits, k.kv_group_size)
-    step = min(step, tokens)
-    quantized = bool(bits) and tokens > k.quantized_kv_start
-    kv = int(_slots(tokens) * (quant if quantized else full))
-    ws = prefill_bytes(shape, step, tokens, scores_materialized(platform, quantized))
-    peak = kv + ws
-    if quantized:  # the switch: the full-precision cache and its quantized copy
-        n = _slots(min(tokens, k.quantized_kv_start + step))
-        switch_ws = prefill_bytes(shape, step, n, scores_materialized(platform, False))
-        peak = max(peak, int(n * (full + quant)) + switch_ws)
-    return kv, ws, peak
+def _peak(shape: Shape, k: Knobs, bits: int, platform: str, tokens: int) -> tuple[int, int, int]:
+    """footprint.peak of `tokens` at these settings, with the cache at `bits`."""
+    step, group, start = k.prefill_step_size, k.kv_group_size, k.quantized_kv_start
+    return peak(shape, platform, tokens, step, bits=bits, group_size=group, quantized_start=start)
 
 
 def _prompt_cache_need(k: Knobs, kv_cap: int) -> int:
@@ -218,9 +135,9 @@ def make_plan(
     weights = weight_bytes // ranks
 
     def need(k: Knobs) -> _Need:
-        kv, ws, peak = _peak(shape, k, bits, device.platform, k.max_tokens, k.prefill_step_size)
+        kv, ws, top = _peak(shape, k, bits, device.platform, k.max_tokens)
         kv, ws = kv // ranks, ws // ranks
-        return _Need(kv, ws, weights + RUNTIME_BYTES + peak // ranks, _prompt_cache_need(k, kv))
+        return _Need(kv, ws, weights + RUNTIME_BYTES + top // ranks, _prompt_cache_need(k, kv))
 
     n = need(knobs)
     pc = n.prompt_cache
@@ -370,10 +287,9 @@ def request_fits(plan: Plan, active_bytes: int, prompt_tokens: int, max_tokens: 
     (`mx.get_active_memory()`: weights, prompt cache, other requests): its
     KV cache grown to the end, and its prefill's working set."""
     k, shape = plan.knobs, plan.shape
-    step = k.prefill_step_size
-    prefill = _peak(shape, k, plan.kv_bits, plan.platform, max(1, prompt_tokens), step)[2]
+    prefill = _peak(shape, k, plan.kv_bits, plan.platform, max(1, prompt_tokens))[2]
     end = max(1, prompt_tokens + max_tokens)
-    grown = _peak(shape, k, plan.kv_bits, plan.platform, end, step)[0]
+    grown = _peak(shape, k, plan.kv_bits, plan.platform, end)[0]
     return active_bytes + max(prefill, grown) // plan.ranks <= plan.limit
 
 

@@ -3,9 +3,10 @@
 
 The demo model has MiniMax M2's architecture (qk-norm, partial rotary, a
 sigmoid-routed mixture of experts) at toy sizes, random weights and a real
-byte-level BPE tokenizer carrying MiniMax's added tokens and chat template, so
-templating, reasoning and tool-call parsing go through the same code as with
-the real model. Its answers mean nothing: it is for trying the plumbing.
+byte-level BPE tokenizer (demo_tokenizer.py) carrying MiniMax's added tokens
+and chat template, so templating, reasoning and tool-call parsing go through
+the same code as with the real model. Its answers mean nothing: it is for
+trying the plumbing.
 
 Greedy decoding recites a fixed script (some "reasoning", `</think>`, an
 answer, then eos), because the lm_head wires a chain of next tokens on top of
@@ -21,53 +22,24 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ..core.errors import UserError
+from .demo_tokenizer import (
+    BASE_VOCAB,
+    BOS,
+    EOS,
+    added_tokens,
+    build_tokenizer,
+    script_chain,
+    tokenizer_files,
+)
 
 # Bump when the files written change, so an old demo model is regenerated.
 GENERATOR_VERSION = 1
 MARKER = "demo-model.json"
-BOS, EOS, UNK = "]~!b[", "[e~[", "]!d~["
-THINK_END = "</think>"
-
-THINK_SCRIPT = "The user wrote something, but I am only a demo with random weights..."
-ANSWER_SCRIPT = "Hello! This tiny model says one fixed thing: load real MiniMax for useful answers."
-
-_CORPUS = """\
-The quick brown fox jumps over the lazy dog. A local server answers requests
-from editors, agents and command-line tools. Each request carries messages,
-tools and settings such as temperature, top_p and max_tokens; the response
-streams tokens back as server-sent events until the model stops.
-If the prompt is long, the cache keeps earlier work so the next turn is fast.
-Hello, world! How are you today? I think the answer is 42, but let me check.
-Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14 -7 1e-6 2025-01-31 12:30:45.
-def add(a: int, b: int) -> int:
-    \"\"\"Return the sum of a and b.\"\"\"
-    return a + b
-
-for i in range(10):
-    if i % 2 == 0:
-        print(f"even {i}")
-    else:
-        continue
-
-class Server:
-    def __init__(self, host="127.0.0.1", port=8080):
-        self.host, self.port = host, port
-
-function greet(name) { return `Hello, ${name}!`; }
-const items = [1, 2, 3].map((x) => x * 2);
-$ curl -s http://localhost:8080/v1/chat/completions -H 'Content-Type: application/json'
-{"model": "demo", "messages": [{"role": "user", "content": "Hi"}], "stream": true}
-{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}
-{"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}
-[{"id": "call_1", "type": "function", "function": {"name": "search"}}]
-null true false <tool> </tool> <parameter name="city">Paris</parameter>
-"""
 
 
 @dataclass(frozen=True)
@@ -75,7 +47,7 @@ class Sizes:
     """The toy dimensions. head_dim and hidden are 64 so that 4-bit weight
     quantization and the server's 4-bit KV cache (both group size 64) apply."""
 
-    base_vocab: int = 970  # + 54 added tokens = 1024
+    base_vocab: int = BASE_VOCAB
     hidden: int = 64
     layers: int = 2
     heads: int = 4
@@ -90,70 +62,7 @@ class Sizes:
 SIZES = Sizes()
 
 
-# -- tokenizer ---------------------------------------------------------------
-
-
-def _data_text(name: str) -> str:
-    return (resources.files("mlx_native_server") / "data" / name).read_text("utf-8")
-
-
-def _added_tokens() -> list[dict]:
-    """MiniMax M2's 54 added tokens in their real order, with their special flags."""
-    return json.loads(_data_text("minimax-m2-added-tokens.json"))["tokens"]
-
-
-def build_tokenizer(base_vocab: int = SIZES.base_vocab):
-    """A byte-level BPE trained on a built-in corpus (so any text encodes),
-    then MiniMax's added tokens with ids following the base vocabulary."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=base_vocab,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [_CORPUS, THINK_SCRIPT, ANSWER_SCRIPT, _data_text("minimax-m2-chat-template.jinja")]
-    tok.train_from_iterator(corpus, trainer)
-    for t in _added_tokens():  # one at a time keeps the real order
-        tok.add_tokens([AddedToken(t["content"], special=t["special"], normalized=False)])
-    return tok
-
-
-def _tokenizer_files(tok) -> dict[str, str]:
-    """File name -> text for the tokenizer, laid out as MiniMax's repo has it."""
-    config = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "bos_token": BOS,
-        "eos_token": EOS,
-        "unk_token": UNK,
-        "add_bos_token": False,
-        "add_eos_token": False,
-        "add_prefix_space": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": 196608,
-    }
-    return {
-        "tokenizer.json": tok.to_str(),
-        "tokenizer_config.json": json.dumps(config, indent=2),
-        "chat_template.jinja": _data_text("minimax-m2-chat-template.jinja"),
-    }
-
-
 # -- weights -----------------------------------------------------------------
-
-
-def _script_chain(tok) -> list[int]:
-    """The token ids greedy decoding walks: the prompt's last token (the
-    newline after `<think>`), the script, eos. Each id appears once, so a
-    bigram table can encode the whole walk."""
-    chain = tok.encode("\n" + THINK_SCRIPT + THINK_END + ANSWER_SCRIPT).ids
-    chain.append(tok.token_to_id(EOS))
-    if len(set(chain)) != len(chain):
-        raise AssertionError("demo script repeats a token; reword THINK/ANSWER_SCRIPT")
-    return chain
 
 
 # Logit design (see the module docstring). The final RMSNorm sees mostly the
@@ -216,11 +125,11 @@ def _weights(tok, seed: int, s: Sizes = SIZES) -> dict:
     vocab = tok.get_vocab_size()
     embed = rng.standard_normal((vocab, s.hidden), dtype=np.float32)
     embed[:, 0] = _BIAS
-    suppressed = [tok.token_to_id(t["content"]) for t in _added_tokens()]
+    suppressed = [tok.token_to_id(t["content"]) for t in added_tokens()]
     w = {"model.embed_tokens.weight": embed, "model.norm.weight": np.ones(s.hidden, np.float32)}
     for i in range(s.layers):
         w.update(_layer_weights(rng, f"model.layers.{i}", s))
-    w["lm_head.weight"] = _lm_head(rng, embed, _script_chain(tok), suppressed)
+    w["lm_head.weight"] = _lm_head(rng, embed, script_chain(tok), suppressed)
     return w
 
 
@@ -306,7 +215,7 @@ def _write_checkpoint(dest: Path, seed: int, layout: str) -> None:
         "config.json": json.dumps(config, indent=2),
         "generation_config.json": json.dumps(generation, indent=2),
     }
-    for name, text in {**files, **_tokenizer_files(tok)}.items():
+    for name, text in {**files, **tokenizer_files(tok)}.items():
         (dest / name).write_text(text, encoding="utf-8")
 
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the server (`GET /openapi.json`). Pure.
 
-Request bodies come from the models in schemas.py, so the document says
+Request bodies come from the models in models.py and responses.py, so the document says
 exactly what the server checks; responses are described briefly (their
 shapes are the OpenAI and Anthropic APIs' own), errors in full.
 """
@@ -14,6 +14,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from ... import __version__
 from . import models as schemas
+from .responses import ResponsesRequest
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -58,7 +59,7 @@ _POSTS: tuple[tuple[str, type[BaseModel], type[BaseModel], str, bool], ...] = (
         "Anthropic token count of a Messages request",
         False,
     ),
-    ("/v1/responses", schemas.ResponsesRequest, OpenAIError, "OpenAI Responses (stateless)", True),
+    ("/v1/responses", ResponsesRequest, OpenAIError, "OpenAI Responses (stateless)", True),
 )
 _GETS = (  # path, summary
     ("/v1/models", "The served model, as an OpenAI model list"),
