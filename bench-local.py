@@ -19,7 +19,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 
 try:
     import requests
@@ -126,6 +127,8 @@ class Settings:
     server_pid: int | None = None
     seed: int = 0
     quiet: bool = False
+    concurrency: int = 1
+    shared_prompt: bool = False
 
 
 @dataclass
@@ -161,6 +164,25 @@ def spread(values: Iterable[float | None]) -> dict:
     if not present:
         return {"min": None, "median": None, "max": None}
     return {"min": min(present), "median": statistics.median(present), "max": max(present)}
+
+
+def busy_seconds(intervals: Iterable[tuple[float, float]]) -> float:
+    """The length of the union of (start, end) intervals: time when any was running."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def aggregate(timeline: list[tuple[float, float, int]]) -> dict:
+    """Aggregate decode tok/s of concurrent requests, each (first token, end,
+    completion tokens): the tokens after each first one, over the time when
+    any of them was decoding; and how many requests there were."""
+    busy = busy_seconds((first, end) for first, end, _ in timeline)
+    tokens = sum(max(n - 1, 0) for _, _, n in timeline)
+    return {"requests": len(timeline), "decode_tps": tokens / busy if busy > 0 else None}
 
 
 def sse_events(lines: Iterable[str]) -> Iterator[dict]:
@@ -322,6 +344,8 @@ class Client:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.session = requests.Session()
+        # (first token, end, completion tokens) of every chat, in perf_counter time
+        self.timeline: list[tuple[float, float, int]] = []
         if settings.api_key:
             self.session.headers["Authorization"] = f"Bearer {settings.api_key}"
 
@@ -377,7 +401,11 @@ class Client:
             body["tools"] = tools
         start = time.perf_counter()
         with self._request("POST", "/chat/completions", json=body, stream=True) as resp:
-            return measure(sse_events(stream_lines(resp)), start)
+            sample = measure(sse_events(stream_lines(resp)), start)
+        self.timeline.append(
+            (start + sample.ttft_s, start + sample.total_s, sample.completion_tokens or 0)
+        )
+        return sample
 
 
 def server_rss_mb(pid: int | None) -> float | None:
@@ -436,10 +464,13 @@ def run_simple(client: Client, model: str, settings: Settings, progress: Progres
     return {"runs": runs, "summary": {key: spread(r[key] for r in runs) for key, _, _ in ROWS}}
 
 
-def run_agent(client: Client, model: str, settings: Settings, progress: Progress) -> dict:
-    """Replay an append-only agent session; a fresh session tag keeps turn 1 cold."""
+def run_agent(
+    client: Client, model: str, settings: Settings, progress: Progress, tag: str | None = None
+) -> dict:
+    """Replay an append-only agent session; a fresh session tag (or `tag`)
+    keeps turn 1 cold."""
     rng = random.Random(settings.seed)
-    system = f"{SYSTEM_PREAMBLE} Session {uuid.uuid4().hex[:8]}.\n\n" + synthetic_text(
+    system = f"{SYSTEM_PREAMBLE} Session {tag or uuid.uuid4().hex[:8]}.\n\n" + synthetic_text(
         settings.system_tokens, rng
     )
     messages = [{"role": "system", "content": system}, {"role": "user", "content": TASK}]
@@ -456,6 +487,31 @@ def run_agent(client: Client, model: str, settings: Settings, progress: Progress
         )
         messages += follow_up(sample, turn, rng)
     return {"turns": turns, "summary": agent_summary(turns)}
+
+
+def run_sessions(model: str, settings: Settings, progress: Progress) -> dict:
+    """--concurrency sessions of the scenario at once, one thread and client
+    each. Session i uses seed + i and a session tag of its own unless
+    --shared-prompt, so they share no cache entries beyond the common preamble."""
+    shared_tag = uuid.uuid4().hex[:8] if settings.shared_prompt else None
+
+    def session(i: int) -> tuple[dict, list]:
+        mine = settings if settings.shared_prompt else replace(settings, seed=settings.seed + i)
+        client, say = Client(mine), lambda line: progress(f"[session {i + 1}] {line}")
+        if settings.scenario == "agent":
+            figures = run_agent(client, model, mine, say, shared_tag)
+        else:
+            figures = run_simple(client, model, mine, say)
+        return {"session": i + 1, "seed": mine.seed, **figures}, client.timeline
+
+    with ThreadPoolExecutor(settings.concurrency) as pool:
+        done = list(pool.map(session, range(settings.concurrency)))
+    timeline = [item for _, line in done for item in line]
+    ttfts = [s["ttft_s"] for report, _ in done for s in report.get("runs") or report["turns"]]
+    return {
+        "sessions": [report for report, _ in done],
+        "aggregate": {**aggregate(timeline), "slowest_ttft_s": max(ttfts)},
+    }
 
 
 def agent_summary(turns: list[dict]) -> dict:
@@ -486,6 +542,10 @@ ROWS = [
 
 def fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -524,19 +584,56 @@ def render_agent(report: dict, settings: Settings) -> str:
     header += ["title TTFT s", "title cached"] if side else []
     rows = []
     for t in report["turns"]:
-        share = "-" if t["cache_share"] is None else f"{t['cache_share']:.0%}"
         row = [
             str(t["turn"]),
             fmt(t["ttft_s"], 3),
             fmt(t["prompt_tokens"]),
             fmt(t["cached_tokens"]),
-            share,
+            share(t["cache_share"]),
             fmt(t["total_s"], 3),
         ]
         row += [fmt(t["side"]["ttft_s"], 3), fmt(t["side"]["cached_tokens"])] if side else []
         rows.append(row + [fmt(t["rss_mb"])] * rss)
     body = table(header + ["RSS MB"] * rss, rows)
     return f"{head}\n\n{body}\n\n{summary_sentence(report['summary'], settings.turns)}"
+
+
+def render_sessions(report: dict, settings: Settings) -> str:
+    """--concurrency N: one row per session, then the aggregate figures."""
+    agent = settings.scenario == "agent"
+    size = (
+        f"system prompt ~{settings.system_tokens} tokens, {settings.turns} turns"
+        if agent
+        else f"{settings.runs} runs, prompt ~{settings.prompt_tokens} tokens"
+    )
+    head = (
+        f"model {report['model']} at {settings.base_url}: {settings.concurrency} concurrent "
+        f"{settings.scenario} sessions, {size}, max {settings.max_tokens} tokens"
+    )
+    if agent:
+        header = ["session", "cold TTFT s", "warm TTFT s", "cold/warm", "warm share"]
+        keys = [("cold_ttft_s", 3), ("warm_ttft_s", 3), ("ttft_ratio", 1)]
+        rows = [
+            [str(s["session"])]
+            + [fmt(s["summary"][k], d) for k, d in keys]
+            + [share(s["summary"]["warm_cache_share"])]
+            for s in report["sessions"]
+        ]
+    else:
+        header = ["session", "TTFT s", "slowest TTFT s", "decode tok/s", "prompt tokens"]
+        keys = [("ttft_s", "median", 3), ("ttft_s", "max", 3), ("decode_tps", "median", 1)]
+        keys += [("prompt_tokens", "median", 0)]
+        rows = [
+            [str(s["session"])] + [fmt(s["summary"][k][m], d) for k, m, d in keys]
+            for s in report["sessions"]
+        ]
+    agg = report["aggregate"]
+    tail = (
+        f"aggregate decode {fmt(agg['decode_tps'], 1)} tok/s over {agg['requests']} requests "
+        "(tokens after each first token / seconds when any was decoding); "
+        f"slowest TTFT {agg['slowest_ttft_s']:.3f} s."
+    )
+    return f"{head}\n\n{table(header, rows)}\n\n{tail}"
 
 
 def summary_sentence(summary: dict, turns: int) -> str:
@@ -561,6 +658,9 @@ EXAMPLES = """examples:
   ./bench-local.py --scenario agent      replay an 8-turn coding-agent session
   ./bench-local.py --scenario agent --side-requests --json agent.json
   ./bench-local.py --server-pid 4242     also record the server's memory (RSS)
+  ./bench-local.py --scenario agent --concurrency 2
+                                         two agent sessions at once: per-session
+                                         figures, aggregate decode, slowest TTFT
   ./bench-local.py --base-url http://localhost:8080/v1 --model default_model
                                          mlx-lm's own server, whose /v1/models may fail
 
@@ -624,6 +724,18 @@ def parse_args(argv: list[str] | None) -> Settings:
         action="store_true",
         help="agent: send a short title request (other system prompt, no tools) before each turn",
     )
+    add(
+        "--concurrency",
+        type=positive,
+        default=d.concurrency,
+        help="run N sessions of the scenario at once, each with seed + i (default %(default)s)",
+    )
+    add(
+        "--shared-prompt",
+        action="store_true",
+        help="with --concurrency: every agent session gets the same system prompt and seed, "
+        "so they can share prompt-cache entries",
+    )
     add("--server-pid", type=positive, help="record this process's RSS after each run or turn")
     add("--seed", type=int, default=d.seed, help="sampling and prompt seed (default %(default)s)")
     add(
@@ -649,7 +761,11 @@ def run(settings: Settings) -> int:
     if settings.server_pid and server_rss_mb(settings.server_pid) is None:
         progress(f"note: cannot read the memory of process {settings.server_pid}; no RSS figures")
     agent = settings.scenario == "agent"
-    figures = (run_agent if agent else run_simple)(client, model, settings, progress)
+    if settings.concurrency > 1:
+        figures, render = run_sessions(model, settings, progress), render_sessions
+    else:
+        figures = (run_agent if agent else run_simple)(client, model, settings, progress)
+        render = render_agent if agent else render_simple
     report = {
         "base_url": settings.base_url,
         "model": model,
@@ -657,7 +773,7 @@ def run(settings: Settings) -> int:
         "settings": {k: v for k, v in asdict(settings).items() if k != "api_key"},
         **figures,
     }
-    print((render_agent if agent else render_simple)(report, settings))
+    print(render(report, settings))
     if settings.json_path:
         try:
             with open(settings.json_path, "w") as out:

@@ -18,8 +18,6 @@ explains the figures.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import shutil
 import statistics
 import sys
@@ -36,54 +34,18 @@ from mlx_lm import load, stream_generate  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
+from _demo import FILLER, demo_model, forced_reply  # noqa: E402
 from live_server import LiveServer  # noqa: E402
 from mlx_native_server.adapter.kv import kv_quantization_works  # noqa: E402
 from mlx_native_server.core import config  # noqa: E402
 from mlx_native_server.engine.engine import _head_dim  # noqa: E402
 from mlx_native_server.engine.hooks import _ScriptProcessor  # noqa: E402
-from mlx_native_server.models import demo as dm  # noqa: E402
 
-REQUEST_TIMEOUT = 600
 GOAL_RATIO = 0.98  # server decode tok/s over direct
 GOAL_TTFT_MS = 20.0  # server TTFT minus direct TTFT
 # Forward work still lazy after a reply, beyond the one step generate_step
 # runs ahead, means the forced logits cut the model out of the graph.
 LAZY_MS, LAZY_TOKENS = 5.0, 3
-# A wider MiniMax-shaped model, so per-token compute is no longer negligible
-# next to the server's per-token HTTP/JSON work (the tiny one is 64 wide).
-WIDE = dm.Sizes(
-    hidden=1024,
-    layers=4,
-    heads=16,
-    kv_heads=4,
-    head_dim=64,
-    rotary_dim=32,
-    experts=8,
-    experts_per_token=2,
-    intermediate=1024,
-)
-FILLER = (
-    "The local server answers requests from editors, agents and command-line tools; "
-    "each request carries messages, tools and settings, and the response streams "
-    "tokens back until the model stops. "
-)
-
-
-def write_demo(dest: Path, sizes: dm.Sizes) -> Path:
-    """A demo-model checkpoint at `sizes` (random weights, the demo tokenizer)."""
-    if sizes == dm.SIZES:
-        return dm.generate(dest, progress=lambda *a: None)
-    dest.mkdir(parents=True, exist_ok=True)
-    tok = dm.build_tokenizer()
-    weights = dm._stack_experts(dm._weights(tok, 0, sizes), sizes)
-    dm._save_safetensors(dest / "model.safetensors", weights, "mlx")
-    files = {
-        "config.json": json.dumps(dm._model_config(tok, "minimax", sizes), indent=2),
-        **dm._tokenizer_files(tok),
-    }
-    for name, text in files.items():
-        (dest / name).write_text(text, encoding="utf-8")
-    return dest
 
 
 @dataclass
@@ -150,51 +112,15 @@ class Server(LiveServer):
         super().__init__(str(model_dir), home, flags, "bench-server.out")
 
     def run(self, messages: list[dict], script: str) -> Sample:
-        body = json.dumps(
-            {
-                "model": "mlx-local",
-                "messages": messages,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                "temperature": 0.0,
-                "max_tokens": len(script) + 16,
-                "x_mns_script": script,
-            }
-        )
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
-        start = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        first = last = None
-        tokens = 0
-        for line in iter(resp.fp.readline, b""):
-            if line.startswith(b"data: [DONE]"):
-                break  # the connection stays open (keep-alive)
-            if not line.startswith(b"data: {"):
-                continue
-            now = time.perf_counter()
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            for choice in chunk.get("choices", []):
-                delta = choice.get("delta", {})
-                if first is None and (delta.get("content") or delta.get("reasoning_content")):
-                    first = now
-                if choice.get("finish_reason"):
-                    last = now
-        conn.close()
-        if first is None or last is None or not tokens:
-            sys.exit(f"error: the server's stream had no tokens:\n{self.output()[-2000:]}")
-        return Sample(first - start, _decode_tps(tokens, first, last), tokens)
-
-
-def forced_reply(tokenizer, n_tokens: int) -> str:
-    """'x</think>' then filler text of at least n_tokens tokens (the reply
-    starts inside reasoning; the tag moves the rest to content)."""
-    text = "x</think>"
-    while len(tokenizer.encode(text, add_special_tokens=False)) < n_tokens:
-        text += FILLER
-    return text
+        body = {
+            "model": "mlx-local",
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": len(script) + 16,
+            "x_mns_script": script,
+        }
+        s = self.stream_chat(body)
+        return Sample(s.ttft, s.decode_tps, s.tokens)
 
 
 def messages(round_no: int, prompt_words: int) -> list[dict]:
@@ -349,15 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             models = [(args.model.resolve(), args.model.name)]
         else:
-            sizes = {"tiny": dm.SIZES, "wide": WIDE}
             names = args.demo or ("tiny,wide" if mx.default_device() == mx.gpu else "tiny")
-            models = [
-                (
-                    write_demo(Path(tmp) / n, sizes[n]),
-                    f"demo-{n} (h{sizes[n].hidden} x{sizes[n].layers})",
-                )
-                for n in names.split(",")
-            ]
+            models = [demo_model(Path(tmp), n) for n in names.split(",")]
         results = [bench(path, label, args) for path, label in models]
     print_table(results)
     return 0

@@ -21,7 +21,6 @@ by turn (they act between turns). Not a test: CACHE.md reports the figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -35,17 +34,11 @@ import time
 import uuid
 from pathlib import Path
 
+from _bench_local import load_bench_local
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 START_TIMEOUT = 300  # seconds for ./start-server.sh to print "ready:"
-
-
-def load_bench_local():
-    spec = importlib.util.spec_from_file_location("bench_local", REPO / "bench-local.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_local"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 BL = load_bench_local()

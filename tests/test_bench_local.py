@@ -156,6 +156,17 @@ def test_agent_summary_compares_turn_one_with_the_median_of_later_turns():
     }
 
 
+def test_busy_seconds_counts_overlapping_time_once():
+    assert bench.busy_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0), (5.5, 5.8)]) == 4.0
+    assert bench.busy_seconds([]) == 0.0
+
+
+def test_aggregate_divides_tokens_after_each_first_by_the_busy_time():
+    # two requests decoding 11 tokens each over the same 2 s: 20 tokens after the firsts
+    assert bench.aggregate([(1.0, 3.0, 11), (1.0, 3.0, 11)]) == {"requests": 2, "decode_tps": 10.0}
+    assert bench.aggregate([(1.0, 1.0, 1)])["decode_tps"] is None
+
+
 # ---- command line against no server and against a fake one -------------------
 
 
@@ -242,6 +253,43 @@ def test_first_token_is_timed_when_it_arrives_not_when_the_stream_ends(fake_url,
     for run in json.loads(out.read_text())["runs"]:
         assert FIRST_TOKEN_DELAY <= run["ttft_s"] < FIRST_TOKEN_DELAY + DECODE_PAUSE
         assert run["decode_tps"] == pytest.approx(3 / DECODE_PAUSE, rel=0.5)
+
+
+class CountingHandler(FakeHandler):
+    """The fake server, counting the most chat requests it served at once."""
+
+    lock = threading.Lock()
+    in_flight = most = 0
+
+    def do_POST(self):
+        cls = CountingHandler
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+        try:
+            super().do_POST()
+        finally:
+            with cls.lock:
+                cls.in_flight -= 1
+
+
+def test_concurrency_runs_sessions_at_once_and_reports_the_aggregate(tmp_path):
+    CountingHandler.most = 0
+    out = tmp_path / "sessions.json"
+    for url in serve(CountingHandler):
+        result = run_bench(
+            "--base-url", url, "--concurrency", "3", "--runs", "2", "--json", str(out), timeout=60
+        )
+    assert result.returncode == 0, result.stderr
+    assert CountingHandler.most == 3
+    report = json.loads(out.read_text())
+    assert [(s["session"], s["seed"]) for s in report["sessions"]] == [(1, 0), (2, 1), (3, 2)]
+    assert all(len(s["runs"]) == 2 for s in report["sessions"])
+    assert report["aggregate"]["requests"] == 6
+    assert report["aggregate"]["decode_tps"] > 0 and report["aggregate"]["slowest_ttft_s"] > 0
+    assert "3 concurrent simple sessions" in result.stdout
+    assert "aggregate decode" in result.stdout and "slowest TTFT" in result.stdout
+    assert "[session 3] run 2/2" in result.stderr
 
 
 def test_a_model_the_server_does_not_serve_exits_2_with_its_404(fake_url):
@@ -348,24 +396,20 @@ def test_short_run_against_the_live_server(live, tmp_path):
     assert report["model"] in result.stdout
 
 
+def run_agent(live, out, *args):
+    """The agent scenario against the live server with a short system prompt
+    and replies; its completed process and JSON report."""
+    result = run_bench(
+        "--base-url", live.base_url, "--scenario", "agent", "--system-tokens", "300",
+        "--max-tokens", "8", "--json", str(out), *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result, json.loads(out.read_text())
+
+
 def test_agent_scenario_reuses_the_prompt_cache_on_warm_turns(live, tmp_path):
     out = tmp_path / "agent.json"
-    result = run_bench(
-        "--base-url",
-        live.base_url,
-        "--scenario",
-        "agent",
-        "--turns",
-        "3",
-        "--system-tokens",
-        "300",
-        "--max-tokens",
-        "8",
-        "--json",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(out.read_text())
+    result, report = run_agent(live, out, "--turns", "3")
     turns = report["turns"]
     assert [t["turn"] for t in turns] == [1, 2, 3]
     assert all(set(t) == SAMPLE_FIELDS | {"turn", "side"} for t in turns)
@@ -401,3 +445,12 @@ def test_agent_scenario_with_side_requests_records_them(live, tmp_path):
     turns = json.loads(out.read_text())["turns"]
     assert all(set(t["side"]) == SAMPLE_FIELDS for t in turns)
     assert "title TTFT s" in result.stdout
+
+
+def test_concurrent_agent_sessions_against_the_live_server(live, tmp_path):
+    out = tmp_path / "sessions.json"
+    result, report = run_agent(live, out, "--concurrency", "2", "--turns", "2")
+    sessions = report["sessions"]
+    assert len(sessions) == 2 and report["aggregate"]["requests"] == 4
+    assert all(s["turns"][1]["cached_tokens"] > 0 for s in sessions)  # each kept its cache
+    assert "2 concurrent agent sessions" in result.stdout and "cold TTFT s" in result.stdout

@@ -1,0 +1,70 @@
+"""The generated demo models the benchmarks run on, and the forced reply they
+make the server spell (bench_overhead.py, bench_concurrency.py, bench_kv_decode.py).
+
+`tiny` is the test fixture (2 layers, 64 wide): its per-token work is
+negligible. `wide` is MiniMax-shaped at 1024 wide, 4 layers and 8 experts, so
+the model's own work per token is no longer negligible next to the server's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlx_native_server.models import demo as dm
+from mlx_native_server.models import demo_tokenizer
+
+WIDE = dm.Sizes(
+    hidden=1024,
+    layers=4,
+    heads=16,
+    kv_heads=4,
+    head_dim=64,
+    rotary_dim=32,
+    experts=8,
+    experts_per_token=2,
+    intermediate=1024,
+)
+SIZES = {"tiny": dm.SIZES, "wide": WIDE}
+FILLER = (
+    "The local server answers requests from editors, agents and command-line tools; "
+    "each request carries messages, tools and settings, and the response streams "
+    "tokens back until the model stops. "
+)
+
+
+def write_demo(dest: Path, sizes: dm.Sizes) -> Path:
+    """A demo-model checkpoint at `sizes` (random weights, the demo tokenizer)."""
+    if sizes == dm.SIZES:
+        return dm.generate(dest, progress=lambda *a: None)
+    dest.mkdir(parents=True, exist_ok=True)
+    tok = demo_tokenizer.build_tokenizer()
+    weights = dm._stack_experts(dm._weights(tok, 0, sizes), sizes)
+    dm._save_safetensors(dest / "model.safetensors", weights, "mlx")
+    files = {
+        "config.json": json.dumps(dm._model_config(tok, "minimax", sizes), indent=2),
+        **demo_tokenizer.tokenizer_files(tok),
+    }
+    for name, text in files.items():
+        (dest / name).write_text(text, encoding="utf-8")
+    return dest
+
+
+def demo_model(tmp: Path, name: str) -> tuple[Path, str]:
+    """The demo model `name` ("tiny" or "wide") written under `tmp`, and its label."""
+    sizes = SIZES[name]
+    return write_demo(tmp / name, sizes), f"demo-{name} (h{sizes.hidden} x{sizes.layers})"
+
+
+def model_or_demo(model: Path | None, tmp: Path, demo: str) -> tuple[Path, str]:
+    """The model a benchmark measures: `model` if given, else the demo model `demo`."""
+    return (model.resolve(), model.name) if model else demo_model(tmp, demo)
+
+
+def forced_reply(tokenizer, n_tokens: int) -> str:
+    """'x</think>' then filler text of at least n_tokens tokens (the reply
+    starts inside reasoning; the tag moves the rest to content)."""
+    text = "x</think>"
+    while len(tokenizer.encode(text, add_special_tokens=False)) < n_tokens:
+        text += FILLER
+    return text
