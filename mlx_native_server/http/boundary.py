@@ -122,17 +122,8 @@ class Boundary:
 
         try:
             self._check_head(scope)
-            origin = headers.get("origin")
             self._check_host(headers.get("host"))
-            if origin is not None:
-                if not origin_allowed(origin, self.app.settings):
-                    raise ApiError(
-                        403,
-                        f"Requests from the web origin '{origin}' are not allowed; "
-                        "add it to allowed_origins to allow them.",
-                        "permission_error",
-                    )
-                cors = _cors_headers(origin, self.app.settings)
+            cors = self._check_origin(headers.get("origin"))
             if scope["method"] == "OPTIONS":
                 await send_wrapped(
                     {
@@ -201,6 +192,20 @@ class Boundary:
                 "add it to allowed_hosts to allow it.",
                 "permission_error",
             )
+
+    def _check_origin(self, origin: str | None) -> list:
+        """The CORS headers a request from web page `origin` gets (none
+        without an Origin); 403 for an origin that is not allowed."""
+        if origin is None:
+            return []
+        if not origin_allowed(origin, self.app.settings):
+            raise ApiError(
+                403,
+                f"Requests from the web origin '{origin}' are not allowed; "
+                "add it to allowed_origins to allow them.",
+                "permission_error",
+            )
+        return _cors_headers(origin, self.app.settings)
 
     def _check_auth(self, headers: dict[str, str]) -> None:
         key = self.app.settings.api_key
