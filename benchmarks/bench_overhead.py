@@ -1,29 +1,36 @@
 #!/usr/bin/env python3
 """What the server costs over mlx-lm itself: decode tok/s and time to first
 token of the server against `mlx_lm.stream_generate` on the same model,
-prompt, forced reply, greedy sampler and KV settings, in one run.
+prompt, forced reply, greedy sampler and KV settings, in one run; optionally
+another checkout's server beside it.
 
     .venv/bin/python benchmarks/bench_overhead.py               # demo model(s), generated
     .venv/bin/python benchmarks/bench_overhead.py --model PATH  # a real model
+    .venv/bin/python benchmarks/bench_overhead.py --baseline-repo ../main-copy \\
+        --baseline-venv .venv --json overhead.json              # three sides, figures to a file
 
-The two sides alternate, round by round (the first side switches each round),
-after one warm-up each, so drift in machine load hits both alike; the table
-shows medians. The server is started by ./start-server.sh on a free port with
-test hooks on, so the reply is forced (`x_mns_script`) and both sides decode
-exactly the same tokens. Each round uses a new prompt and the server's prompt
-cache is off (direct has none) unless --prompt-cache. benchmarks/README.md
-explains the figures.
+The sides (direct, this server, and with --baseline-repo the baseline's)
+take turns round by round after one warm-up each, the side that goes first
+rotating each round, so drift in machine load hits all alike; the table shows
+medians, each server's beside direct. Both servers run at once, idle but for
+the one measured. A server is started by its checkout's ./start-server.sh on
+a free port with test hooks on, so the reply is forced (`x_mns_script`) and
+every side decodes exactly the same tokens. Each round uses a new prompt and
+the servers' prompt cache is off (direct has none) unless --prompt-cache.
+--json writes the medians per side and every round's samples. The goals
+(ratio, TTFT overhead) judge this server; benchmarks/README.md explains the
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +42,7 @@ from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from _demo import FILLER, demo_model, forced_reply  # noqa: E402
-from live_server import LiveServer  # noqa: E402
+from live_server import LiveServer, venv_problem  # noqa: E402
 from mlx_native_server.adapter.kv import kv_quantization_works  # noqa: E402
 from mlx_native_server.core import config  # noqa: E402
 from mlx_native_server.engine.engine import _head_dim  # noqa: E402
@@ -46,6 +53,8 @@ GOAL_TTFT_MS = 20.0  # server TTFT minus direct TTFT
 # Forward work still lazy after a reply, beyond the one step generate_step
 # runs ahead, means the forced logits cut the model out of the graph.
 LAZY_MS, LAZY_TOKENS = 5.0, 3
+SIDES = ("direct", "server", "baseline")  # the table's and the round lines' order
+SERVERS = SIDES[1:]
 
 
 @dataclass
@@ -106,10 +115,19 @@ class Direct:
 
 
 class Server(LiveServer):
-    """./start-server.sh on a free port in a throwaway home, test hooks on."""
+    """A checkout's ./start-server.sh (`repo`, default this one) on a free port
+    in its own scratch home, test hooks on."""
 
-    def __init__(self, model_dir: Path, home: Path, flags: list[str]):
-        super().__init__(str(model_dir), home, flags, "bench-server.out")
+    def __init__(
+        self,
+        model_dir: Path,
+        home: Path,
+        flags: list[str],
+        side: str,
+        repo: Path | None,
+        venv: Path | None,
+    ):
+        super().__init__(str(model_dir), home, flags, f"bench-{side}.out", repo, venv)
 
     def run(self, messages: list[dict], script: str) -> Sample:
         body = {
@@ -122,62 +140,103 @@ class Server(LiveServer):
         s = self.stream_chat(body)
         return Sample(s.ttft, s.decode_tps, s.tokens)
 
+    def fell_back(self) -> bool:
+        """Whether it served full-precision KV because quantized KV fails here."""
+        log = self.home / "logs" / "app.log"
+        app_log = log.read_text(errors="replace") if log.exists() else ""
+        return "cannot quantize the KV cache" in self.output() + app_log
+
 
 def messages(round_no: int, prompt_words: int) -> list[dict]:
     words = (f"Round {round_no}. " + FILLER * 20).split()[:prompt_words]
     return [{"role": "user", "content": " ".join(words)}]
 
 
-def bench(model_dir: Path, label: str, args) -> dict:
-    """Warm-up, then `args.rounds` alternating rounds; the medians."""
-    head_dim = _head_dim(model_dir)
+def direct_kv_bits(model_dir: Path, label: str, args) -> int | None:
+    """--kv-bits for direct, or None where this backend cannot quantize the KV
+    cache (the server then falls back to full precision too)."""
     bits = args.kv_bits or None
-    if bits and not kv_quantization_works(bits, args.kv_group_size, head_dim):
+    if bits and not kv_quantization_works(bits, args.kv_group_size, _head_dim(model_dir)):
         print(
             f"  [{label}] KV quantization fails on {mx.default_device()}: direct uses "
             "full-precision KV, as the server's fallback does"
         )
-        bits = None
+        return None
+    return bits
+
+
+def start_servers(model_dir: Path, homes: Path, args, servers: dict[str, Server]) -> None:
+    """This checkout's server and, with --baseline-repo, the baseline's, each in
+    a home under `homes`, into `servers` (filled as they start, for stopping)."""
+    specs = [("server", None, None)]
+    if args.baseline_repo:
+        specs.append(("baseline", args.baseline_repo, args.baseline_venv))
+    for side, repo, venv in specs:
+        home = homes / side
+        home.mkdir()
+        servers[side] = Server(model_dir, home, server_flags(args), side, repo, venv)
+
+
+def measure(runners: dict, script: str, label: str, args) -> list[dict]:
+    """One warm-up per side, then `args.rounds` rounds; the side that goes first
+    rotates each round, so drift in machine load hits all alike. Each round is
+    its order and a Sample per side."""
+    sides = list(runners)
+    for i, side in enumerate(sides):  # warm-ups: compile, caches
+        runners[side].run(messages(-1 - i, args.prompt_words), script)
+    rounds = []
+    for r in range(args.rounds):
+        order = sides[r % len(sides) :] + sides[: r % len(sides)]
+        got = {side: runners[side].run(messages(r, args.prompt_words), script) for side in order}
+        rounds.append({"order": order, **got})
+        print(round_line(label, r, got), flush=True)
+    return rounds
+
+
+def round_line(label: str, r: int, got: dict[str, Sample]) -> str:
+    d = got["direct"]
+    parts = [f"direct {d.decode_tps:7.1f} tok/s ttft {d.ttft_s * 1e3:6.1f} ms"]
+    parts += [
+        f"{side} {s.decode_tps:7.1f} tok/s ttft {s.ttft_s * 1e3:6.1f} ms ({s.tokens} tokens)"
+        for side in SERVERS
+        if (s := got.get(side))
+    ]
+    return f"  [{label}] round {r + 1}: " + " | ".join(parts)
+
+
+def bench(model_dir: Path, label: str, args) -> dict:
+    """Direct, this server and, with --baseline-repo, the baseline server (both
+    servers up at once, idle but for the one measured): warm-ups, then
+    `args.rounds` rounds; the medians and every round."""
+    bits = direct_kv_bits(model_dir, label, args)
     direct = Direct(model_dir, bits, args.kv_group_size, args.quantized_kv_start)
     script = forced_reply(direct.tokenizer, args.tokens)
-    home = Path(tempfile.mkdtemp(prefix="bench-home-"))
-    server = Server(model_dir, home, server_flags(args))
-    samples = {"direct": [], "server": []}
-    try:
-        direct.run(messages(-1, args.prompt_words), script)  # warm-ups: compile, caches
-        server.run(messages(-2, args.prompt_words), script)
-        for r in range(args.rounds):
-            order = ("direct", "server") if r % 2 == 0 else ("server", "direct")
-            for side in order:
-                runner = direct if side == "direct" else server
-                samples[side].append(runner.run(messages(r, args.prompt_words), script))
-            d, s = samples["direct"][-1], samples["server"][-1]
-            print(
-                f"  [{label}] round {r + 1}: direct {d.decode_tps:7.1f} tok/s "
-                f"ttft {d.ttft_s * 1e3:6.1f} ms | server {s.decode_tps:7.1f} tok/s "
-                f"ttft {s.ttft_s * 1e3:6.1f} ms ({s.tokens} tokens)",
-                flush=True,
-            )
-        fell_back = "cannot quantize the KV cache" in server.output() + _app_log(home)
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
+    servers: dict[str, Server] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-home-") as homes:
+        try:
+            start_servers(model_dir, Path(homes), args, servers)
+            rounds = measure({"direct": direct, **servers}, script, label, args)
+            fell_back = {side: server.fell_back() for side, server in servers.items()}
+        finally:
+            for server in servers.values():
+                server.stop()
     med = {
         side: (
-            statistics.median(x.decode_tps for x in v),
-            statistics.median(x.ttft_s for x in v) * 1e3,
+            statistics.median(rd[side].decode_tps for rd in rounds),
+            statistics.median(rd[side].ttft_s for rd in rounds) * 1e3,
         )
-        for side, v in samples.items()
+        for side in SIDES
+        if side in rounds[0]
     }
-    deferred_ms = statistics.median(x.deferred_s for x in samples["direct"]) * 1e3
     return {
         "label": label,
-        "tokens": samples["server"][0].tokens,
+        "tokens": rounds[0]["server"].tokens,
         "med": med,
-        "deferred_ms": deferred_ms,
+        "deferred_ms": statistics.median(rd["direct"].deferred_s for rd in rounds) * 1e3,
         "kv": f"{args.kv_bits} bits from {args.quantized_kv_start}" if args.kv_bits else "off",
         "effective_kv": bits,
         "fell_back": fell_back,
+        "rounds": rounds,
     }
 
 
@@ -199,30 +258,44 @@ def server_flags(args) -> list[str]:
     return flags + [a for arg in args.server_arg for a in arg.split()]
 
 
-def _app_log(home: Path) -> str:
-    path = home / "logs" / "app.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 def print_table(results: list[dict]) -> None:
+    """Medians per model: direct, this server against direct (and the goals),
+    then with --baseline-repo the baseline server against direct."""
+    baseline = "baseline" in results[0]["med"]
     print(f"\n{mx.default_device()}, medians:")
     head = (
         f"{'model':<28} {'kv (server flag)':<28} {'tokens':>6} {'direct tok/s':>12} "
         f"{'server tok/s':>12} {'ratio':>6} {'direct TTFT':>11} {'server TTFT':>11} "
         f"{'overhead':>9}"
     )
+    if baseline:
+        head += f" {'baseline tok/s':>14} {'ratio':>6} {'baseline TTFT':>13} {'overhead':>9}"
     print(head)
     print("-" * len(head))
     for r in results:
         (dt, dl), (st, sl) = r["med"]["direct"], r["med"]["server"]
         ratio, over = st / dt, sl - dl
-        kv = r["kv"] + (" (fallback)" if r["fell_back"] else "")
-        print(
+        kv = r["kv"] + (" (fallback)" if r["fell_back"]["server"] else "")
+        line = (
             f"{r['label']:<28} {kv:<28} {r['tokens']:>6} {dt:>12.1f} {st:>12.1f} "
-            f"{ratio:>6.3f} {dl:>8.1f} ms {sl:>8.1f} ms {over:>+6.1f} ms  "
-            f"[ratio {'ok' if ratio >= GOAL_RATIO else 'below'} {GOAL_RATIO}, "
+            f"{ratio:>6.3f} {dl:>8.1f} ms {sl:>8.1f} ms {over:>+6.1f} ms"
+        )
+        if baseline:
+            bt, bl = r["med"]["baseline"]
+            line += f" {bt:>14.1f} {bt / dt:>6.3f} {bl:>10.1f} ms {bl - dl:>+6.1f} ms"
+        print(
+            f"{line}  [ratio {'ok' if ratio >= GOAL_RATIO else 'below'} {GOAL_RATIO}, "
             f"TTFT {'ok' if over <= GOAL_TTFT_MS else 'over'} {GOAL_TTFT_MS:.0f} ms]"
         )
+    for r in results:
+        if baseline and r["fell_back"]["baseline"] != r["fell_back"]["server"]:
+            did = "fell back to" if r["fell_back"]["baseline"] else "kept"
+            print(f"  [{r['label']}] the baseline server {did} full-precision KV, unlike this one")
+    print_lazy(results)
+
+
+def print_lazy(results: list[dict]) -> None:
+    """The warning that direct's decode figures are invalid, where they are."""
     lazy = [
         f"{r['label']}: {r['deferred_ms']:.0f} ms"
         for r in results
@@ -238,39 +311,73 @@ def print_table(results: list[dict]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_json(path: Path, results: list[dict], args) -> None:
+    """Per model: the medians per side (with each server's ratio to direct and
+    TTFT overhead) and every round's order and samples; the settings used."""
+    models = []
+    for r in results:
+        dt, dl = r["med"]["direct"]
+        medians = {
+            side: {"decode_tps": tps, "ttft_ms": ttft} for side, (tps, ttft) in r["med"].items()
+        }
+        for side in SERVERS:
+            if side in medians:
+                m = medians[side]
+                m.update(ratio=m["decode_tps"] / dt, ttft_overhead_ms=m["ttft_ms"] - dl)
+        rounds = [
+            {"order": rd["order"], **{side: asdict(rd[side]) for side in rd["order"]}}
+            for rd in r["rounds"]
+        ]
+        keep = ("label", "kv", "effective_kv", "fell_back", "tokens", "deferred_ms")
+        models.append({**{k: r[k] for k in keep}, "medians": medians, "rounds": rounds})
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    out = {"device": str(mx.default_device()), "settings": settings, "models": models}
+    path.write_text(json.dumps(out, indent=1))
+
+
+def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
+    add = p.add_argument
+    add(
         "--model",
         type=Path,
         help="an MLX model directory (default: generated demo models, see --demo)",
     )
-    p.add_argument(
+    add(
         "--demo",
         help="generated models to run without --model: tiny (2 layers, "
         "64 wide), wide (4 layers, 1024 wide), comma-separated [tiny,wide on a "
         "GPU; tiny on the CPU, where wide decodes at about 15 tok/s]",
     )
-    p.add_argument("--rounds", type=int, default=5, help="measured rounds [%(default)s]")
-    p.add_argument("--tokens", type=int, default=400, help="forced reply length [%(default)s]")
-    p.add_argument("--prompt-words", type=int, default=150, help="prompt length [%(default)s]")
-    p.add_argument("--kv-bits", type=int, default=4, help="0 = full precision [%(default)s]")
-    p.add_argument("--kv-group-size", type=int, default=64)
-    p.add_argument("--quantized-kv-start", type=int, default=5000)
-    p.add_argument(
+    add("--rounds", type=int, default=5, help="measured rounds [%(default)s]")
+    add("--tokens", type=int, default=400, help="forced reply length [%(default)s]")
+    add("--prompt-words", type=int, default=150, help="prompt length [%(default)s]")
+    add("--kv-bits", type=int, default=4, help="0 = full precision [%(default)s]")
+    add("--kv-group-size", type=int, default=64)
+    add("--quantized-kv-start", type=int, default=5000)
+    add(
         "--prompt-cache",
         action="store_true",
         help="leave the server's prompt cache at its configuration (by default "
         "it is off, as direct has none; README.md shows the difference)",
     )
-    p.add_argument(
+    add(
         "--server-arg",
         action="append",
         default=[],
         metavar="FLAGS",
         help="more start-server.sh flags, e.g. --server-arg='--prefill-step-size 512'",
     )
-    args = p.parse_args(argv)
+    add("--baseline-repo", type=Path, help="another checkout, measured side by side")
+    add("--baseline-venv", type=Path, help="its venv (MLX_NATIVE_SERVER_VENV) [its .venv]")
+    add("--json", type=Path, metavar="PATH", help="write the medians and every round to PATH")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.baseline_repo and (problem := venv_problem(args.baseline_repo, args.baseline_venv)):
+        sys.exit(f"error: {problem}")  # before any model is built or loaded
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         if args.model:
             models = [(args.model.resolve(), args.model.name)]
@@ -279,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             models = [demo_model(Path(tmp), n) for n in names.split(",")]
         results = [bench(path, label, args) for path, label in models]
     print_table(results)
+    if args.json:
+        write_json(args.json, results, args)
     return 0
 
 

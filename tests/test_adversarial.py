@@ -153,8 +153,9 @@ def server(demo_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def guarded(demo_model, tmp_path_factory):
     """A server with an API key, an extra allowed host and origin (from the
-    environment; the flag is checked by --print-config below), one waiting
-    request at most, a 2 s request deadline and 0.3 s stream keep-alives."""
+    environment; the flag is checked by --print-config below), one request
+    served at a time and one waiting at most, a 2 s request deadline and
+    0.3 s stream keep-alives."""
     env = {
         "MLX_NATIVE_SERVER_API_KEY": KEY,
         "MLX_NATIVE_SERVER_ALLOWED_HOSTS": "proxy.internal",
@@ -165,6 +166,8 @@ def guarded(demo_model, tmp_path_factory):
         [
             "--model",
             str(demo_model),
+            "--concurrency",
+            "1",
             "--max-pending",
             "1",
             "--request-timeout",

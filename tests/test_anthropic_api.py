@@ -255,9 +255,19 @@ def test_disconnect_stops_the_generation(server):
 
 
 def test_key_pings_and_overload(start_server):
-    """A server with an API key, one waiting slot, and a 0.2 s heartbeat."""
+    """A server with an API key, one request served at a time and one waiting
+    slot, and a 0.2 s heartbeat."""
     with start_server(
-        args=["--api-key", "sekret", "--max-pending", "1", "--keepalive-interval", "0.2"]
+        args=[
+            "--api-key",
+            "sekret",
+            "--concurrency",
+            "1",
+            "--max-pending",
+            "1",
+            "--keepalive-interval",
+            "0.2",
+        ]
     ) as srv:
         url = srv.root_url + "/v1/messages"
         for headers in ({"x-api-key": "sekret"}, {"Authorization": "Bearer sekret"}):

@@ -192,11 +192,12 @@ def test_help_works_before_and_after_the_venv(script, tmp_path):
 
 
 def test_a_stream_queued_behind_another_request_is_kept_alive(start_server):
-    """With a quantized KV cache the engine serves one request at a time; a
-    streamed request waiting behind another must not stay silent."""
+    """A streamed request waiting behind another (concurrency 1: one request
+    at a time) must not stay silent."""
     import threading
 
-    with start_server(args=["--keepalive-interval", "0.3", "--quantized-kv-start", "0"]) as srv:
+    args = ["--keepalive-interval", "0.3", "--quantized-kv-start", "0", "--concurrency", "1"]
+    with start_server(args=args) as srv:
         url = srv.base_url + "/chat/completions"
         hello = [{"role": "user", "content": "hi"}]
         busy = threading.Thread(

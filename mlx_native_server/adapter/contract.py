@@ -57,6 +57,7 @@ CLI_ARGS = (
 PROMPT_CACHE = ("fetch_nearest_cache", "insert_cache", "trim_to", "nbytes", "stats_by_type")
 
 S, G, C, B = "mlx_lm.server", "mlx_lm.generate", "mlx_lm.models.cache", "mlx_lm.models.base"
+T = "mlx_lm.tokenizer_utils"
 
 CONTRACT: tuple[Any, ...] = (
     # adapter/server.py: the engine
@@ -100,7 +101,7 @@ CONTRACT: tuple[Any, ...] = (
         S,
         "ResponseGenerator._serve_single",
         "rqueue.put((tokens_processed, tokens_total))",
-        "_RequestQueue stops a prefill when a progress tuple arrives",
+        "the scheduler keeps the progress protocol of the one-request path",
     ),
     Call(S, "ResponseGenerator.generation_available"),
     Call(S, "ResponseGenerator.stop_and_join"),
@@ -144,6 +145,70 @@ CONTRACT: tuple[Any, ...] = (
             "frequency_penalty",
             "frequency_context_size",
         ),
+    ),
+    # adapter/scheduler.py, sequence.py, decode.py: our loop in place of _generate
+    Attr(S, "ResponseGenerator._stop", instance=True),
+    Attr(S, "ResponseGenerator._is_distributed", instance=True),
+    Attr(S, "ResponseGenerator.cli_args"),
+    Call(S, "ResponseGenerator._next_request", args=("timeout",)),
+    Call(S, "ResponseGenerator._make_state_machine", args=("model_key", "tokenizer", "stop_words")),
+    Call(S, "ResponseGenerator._serve_single", args=("request", "stream")),
+    Attr(S, "ModelProvider.is_batchable", instance=True),
+    Attr(S, "ModelProvider.model_key", instance=True),
+    Call(S, "ModelProvider.load_default"),
+    Call(S, "ModelProvider.reset"),
+    Call(S, "_image_parts", args=("messages",)),
+    Call(S, "_make_sampler", args=("args", "tokenizer")),
+    Call(S, "_make_logits_processors", args=("args",)),
+    Call(
+        S,
+        "GenerationContext",
+        kwargs=(
+            "has_tool_calling",
+            "has_thinking",
+            "tool_parser",
+            "text_sm",
+            "initial_state",
+            "prompt",
+            "prompt_cache_count",
+        ),
+    ),
+    Call(S, "Response", args=("text", "token", "logprob", "finish_reason", "top_tokens")),
+    *(
+        Attr(T, f"TokenizerWrapper.{name}")
+        for name in ("has_tool_calling", "has_thinking", "tool_parser", "eos_token_ids")
+    ),
+    Attr(T, "TokenizerWrapper.detokenizer"),
+    Call(T, "StreamingDetokenizer.add_token", args=("token",)),
+    Call(T, "StreamingDetokenizer.finalize"),
+    Attr(T, "StreamingDetokenizer.last_segment"),
+    Call(G, "StopSequences.matcher"),
+    Call(G, "StopSequences.Matcher.advance", args=("token",)),
+    Call(G, "wired_limit", args=("model", "streams")),
+    Call(
+        G,
+        "maybe_quantize_kv_cache",
+        args=("prompt_cache", "quantized_kv_start", "kv_group_size", "kv_bits"),
+    ),
+    Call(C, "make_prompt_cache", args=("model",)),
+    # adapter/batch_kv.py: batched caches, full precision and quantized
+    Attr(C, "_BaseCache"),
+    Call(C, "BatchKVCache", args=("left_padding",)),
+    Call(C, "BatchKVCache.merge", args=("caches",)),
+    Call(C, "BatchKVCache.extend", args=("other",)),
+    Call(C, "BatchKVCache.filter", args=("batch_indices",)),
+    Call(C, "BatchKVCache.extract", args=("idx",)),
+    *(
+        Attr(C, f"BatchKVCache.{name}", instance=True)
+        for name in ("keys", "values", "offset", "left_padding", "_idx")
+    ),
+    Call(C, "KVCache.to_quantized", kwargs=("group_size", "bits")),
+    Call(B, "create_causal_mask", args=("N",), kwargs=("offset", "left_padding")),
+    Uses(
+        B,
+        "scaled_dot_product_attention",
+        'hasattr(cache, "bits")',
+        "BatchQuantizedKVCache takes the quantized attention path by its `bits`",
     ),
     # adapter/run.py: one request's GenerationContext and Responses
     Attr(S, "GenerationContext"),

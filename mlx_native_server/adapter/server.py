@@ -11,6 +11,7 @@ every upstream name used here; keep the two in step.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from queue import Empty as QueueEmpty
 from queue import Queue
 from typing import Any
 
-from ..engine.types import ChatRequest, ConversationRefused, EngineUnavailable, PrefillCancelled
+from ..engine.types import ChatRequest, ConversationRefused, EngineUnavailable
 
 try:
     from mlx_lm import __version__ as MLX_LM_VERSION
@@ -26,6 +27,7 @@ try:
 
     from .patches import install_logits_hook, install_no_logprob_sync
     from .run import UpstreamRun
+    from .scheduler import Scheduler
 except ImportError as e:  # pragma: no cover - depends on the installed mlx-lm
     raise ImportError(
         f"mlx-lm's internals moved ({e}); `python -m mlx_native_server.adapter.contract` "
@@ -53,8 +55,8 @@ def _cli_args(settings, kv_bits: int | None) -> argparse.Namespace:
         use_default_chat_template=False,
         chat_template_args={},
         pipeline=settings.pipeline,
-        decode_concurrency=32,
-        prompt_concurrency=8,
+        decode_concurrency=settings.concurrency,
+        prompt_concurrency=settings.concurrency,
         prefill_step_size=settings.prefill_step_size,
         prompt_cache_size=settings.prompt_cache_size,
         prompt_cache_bytes=settings.prompt_cache_bytes,
@@ -71,16 +73,36 @@ def _cli_args(settings, kv_bits: int | None) -> argparse.Namespace:
 
 
 class _Generator(upstream.ResponseGenerator):
-    """Upstream's generator, plus one hook where a request's prompt is known.
+    """Upstream's generator with our own loop, plus one hook where a
+    request's prompt is known.
+
+    Overrides `ResponseGenerator._generate` on one machine with the
+    scheduler (scheduler.py: continuous batching at any KV setting, one
+    request pipelined like `generate_step`); under mlx.launch upstream's loop
+    runs, since it keeps the ranks in step. Removed by an upstream
+    BatchGenerator that batches quantized caches and pipelines a lone request.
 
     Overrides `ResponseGenerator._tokenize`, which upstream calls on the
     generation thread right before it looks the prompt up in the prompt cache.
     Removed by an upstream hook called with the tokenized prompt (and a
     per-request slot for our cache ticket)."""
 
-    # (prompt tokens, max_tokens) -> the max_tokens to use; raises to refuse
-    # the request (the engine's context cap and memory guard). Set by Upstream.
-    admit: Callable[[int, int], int] | None = None
+    # (prompt tokens, max_tokens, tokens the running requests may still add)
+    # -> the max_tokens to use; raises to refuse the request (the engine's
+    # context cap and memory guard). Set by Upstream.
+    admit: Callable[[int, int, int], int] | None = None
+    # Called on the generation thread after a generation failed. Set by Upstream.
+    on_failure: Callable[[], object] | None = None
+
+    def _generate(self):
+        if self._is_distributed:
+            return super()._generate()
+        self.scheduler = Scheduler(self)
+        self.scheduler.run()
+        # As upstream: the model and prompt cache go on this thread's stream.
+        self.model_provider.reset()
+        del self.prompt_cache
+        gc.collect()
 
     def _tokenize(self, tokenizer, request, args):
         # Upstream looks the prompt up (and later inserts it) right after
@@ -93,34 +115,10 @@ class _Generator(upstream.ResponseGenerator):
         except Exception as e:  # the chat template refused the conversation
             raise ConversationRefused(str(e)) from e
         if self.admit is not None:
-            args.max_tokens = self.admit(len(result[0]), args.max_tokens)
+            scheduler = getattr(self, "scheduler", None)
+            others = scheduler.tokens_to_come() if scheduler is not None else 0
+            args.max_tokens = self.admit(len(result[0]), args.max_tokens, others)
         return result
-
-
-class _RequestQueue(Queue):
-    """A request's response queue that can stop its prefill.
-
-    Upstream checks a request's stop flag once per generated token, so a
-    client that leaves during a long prefill (minutes for a big prompt) keeps
-    the engine busy until the prefill ends. On the one-request-at-a-time path
-    (quantized KV) the prefill reports progress through this queue from the
-    generation thread; raising there ends it, and upstream hands the error
-    back through the queue. Not used where raising would hurt others: the
-    batched path and distributed ranks. Removed by an upstream prefill that
-    checks `ctx._should_stop` between steps.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.ctx = None
-
-    def put(self, item, block=True, timeout=None):
-        if isinstance(item, upstream.GenerationContext):
-            self.ctx = item
-        elif isinstance(item, tuple) and self.ctx is not None and self.ctx._should_stop:
-            log.info("client left during the prefill; stopping it")
-            raise PrefillCancelled("the client left during the prefill")
-        super().put(item, block, timeout)
 
 
 def _stop_when_reached(rqueue: Queue) -> None:
@@ -188,8 +186,9 @@ class Upstream:
     generation thread (batching, prompt cache, distributed ranks), fed
     requests as ChatRequests, answering with UpstreamRuns.
 
-    `admit(prompt_tokens, max_tokens) -> max_tokens` runs on the generation
-    thread once a request's prompt is tokenized; it may raise to refuse it.
+    `admit(prompt_tokens, max_tokens, others_tokens) -> max_tokens` runs on
+    the generation thread once a request's prompt is tokenized; it may raise
+    to refuse it.
     """
 
     def __init__(
@@ -197,11 +196,13 @@ class Upstream:
         settings,
         kv_bits: int | None,
         prompt_cache,
-        admit: Callable[[int, int], int] | None = None,
+        admit: Callable[[int, int, int], int] | None = None,
+        on_failure: Callable[[], object] | None = None,
     ):
         self._provider = upstream.ModelProvider(cli_args=_cli_args(settings, kv_bits))
         self._gen = _Generator(model_provider=self._provider, prompt_cache=prompt_cache)
         self._gen.admit = admit
+        self._gen.on_failure = on_failure
         self._kv_bits = kv_bits
         self._keepalive = settings.keepalive_interval
         self.version = MLX_LM_VERSION
@@ -218,6 +219,11 @@ class Upstream:
     def distributed(self) -> bool:
         """Under mlx.launch (more than one rank)."""
         return self._provider.is_distributed
+
+    def batch_stats(self) -> dict[str, int] | None:
+        """The scheduler's counts (None under mlx.launch, or before it starts)."""
+        scheduler = getattr(self._gen, "scheduler", None)
+        return scheduler.stats() if scheduler is not None else None
 
     def count_tokens(self, request: ChatRequest) -> int:
         """Prompt tokens of a chat request, with the model's tokenizer and chat
@@ -285,8 +291,7 @@ class Upstream:
         gen = self._gen
         if waiting is None:
             return gen.generate(completion, args, progress_callback=progress)
-        sequential = self._kv_bits is not None and not self.distributed
-        rqueue = _RequestQueue() if sequential else Queue()
+        rqueue: Queue = Queue()
         gen.requests.put((rqueue, completion, args))
         while True:
             try:

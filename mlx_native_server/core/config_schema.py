@@ -135,6 +135,14 @@ class Settings:
     prefill_step_size: int = key(
         2048, "Prompt tokens processed per step.", check=positive, check_text="a number above 0"
     )
+    concurrency: int = key(
+        8,
+        "Requests the engine serves at once: their prompts prefill in turn, "
+        "shortest first, and they decode together in one batch; more wait "
+        "(see max_pending). 1 serves one request at a time.",
+        check=positive,
+        check_text="a number above 0",
+    )
     api_key: str = key(
         "",
         "If set, every request must carry it as 'Authorization: Bearer KEY' or "

@@ -47,22 +47,24 @@ def _head_dim(model_dir) -> int:
     return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
 
 
-def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int) -> int:
+def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int, others_tokens: int = 0) -> int:
     """Make room for a request under the memory plan's limit: while it would
-    not fit (memory_plan.request_fits, with the bytes mlx holds now), spill
-    half of what the prompt cache holds to disk. Returns the bytes spilled;
-    raises MemoryExhausted when nothing is left to spill and it still does
-    not fit."""
+    not fit (memory_plan.request_fits, with the bytes mlx holds now and the
+    tokens the running requests may still add), spill half of what the
+    prompt cache holds to disk. Returns the bytes spilled; raises
+    MemoryExhausted when nothing is left to spill and it still does not fit."""
     from ..memory.plan import request_fits
 
     spilled = 0
-    while not request_fits(plan, mx.get_active_memory(), prompt_tokens, max_tokens):
+    active = mx.get_active_memory
+    while not request_fits(plan, active(), prompt_tokens, max_tokens, others_tokens):
         spill = getattr(store, "spill", None)
         freed = spill(max(store.nbytes // 2, 1)) if spill is not None and store.nbytes else 0
         if not freed:
+            beside = f" (beside {others_tokens} the running requests may add)" * bool(others_tokens)
             raise MemoryExhausted(
-                f"{prompt_tokens} prompt tokens plus up to {max_tokens} more need more memory "
-                f"than the plan's limit leaves ({mx.get_active_memory() / 1e9:.2f} GB in use of "
+                f"{prompt_tokens} prompt tokens plus up to {max_tokens} more{beside} "
+                f"need more memory than the plan's limit leaves ({mx.get_active_memory() / 1e9:.2f} GB in use of "
                 f"{plan.limit / 1e9:.2f} GB)"
             )
         mx.clear_cache()
@@ -101,10 +103,16 @@ class Engine:
             mlx_lm_version=MLX_LM_VERSION,
             distributed=mx.distributed.init().size() > 1,
         )
-        # (prompt_tokens, max_tokens) -> None, raising MemoryExhausted; see guard_memory
-        self._memory_check: Callable[[int, int], object] | None = None
+        # (prompt_tokens, max_tokens, others_tokens) -> None, raising MemoryExhausted
+        self._memory_check: Callable[[int, int, int], object] | None = None
         install_no_logprob_sync(on_failure=repair_random_state)
-        self._upstream = Upstream(settings, self.kv_bits, self.prompt_cache, admit=self._admit)
+        self._upstream = Upstream(
+            settings,
+            self.kv_bits,
+            self.prompt_cache,
+            admit=self._admit,
+            on_failure=repair_random_state,
+        )
         if test_hooks:
             self._upstream.install_script_hook(hooks.script_processors)
         self._lock = threading.Lock()
@@ -132,18 +140,21 @@ class Engine:
         MemoryExhausted instead of running mlx out of memory."""
         self.memory_limit = plan.limit
         store = self.prompt_cache
-        self._memory_check = lambda prompt, most: fit_or_spill(plan, store, prompt, most)
+        self._memory_check = lambda prompt, most, others: fit_or_spill(
+            plan, store, prompt, most, others
+        )
 
-    def _admit(self, prompt_tokens: int, max_tokens: int) -> int:
+    def _admit(self, prompt_tokens: int, max_tokens: int, others_tokens: int = 0) -> int:
         """(generation thread, once the prompt is tokenized) The context cap: a
         prompt that alone reaches it is refused, and max_tokens is clamped to
-        what remains; then the memory guard. Returns the max_tokens to use."""
+        what remains; then the memory guard, beside the `others_tokens` the
+        running requests may still add. Returns the max_tokens to use."""
         cap = self.settings.max_tokens
         if prompt_tokens >= cap:
             raise ContextOverflow(prompt_tokens, cap)
         max_tokens = min(max_tokens, cap - prompt_tokens)
         if self._memory_check is not None:
-            self._memory_check(prompt_tokens, max_tokens)
+            self._memory_check(prompt_tokens, max_tokens, others_tokens)
         return max_tokens
 
     @staticmethod
@@ -261,6 +272,11 @@ class Engine:
 
     def join(self) -> None:
         self._upstream.join()
+
+    def batch_stats(self) -> dict[str, int] | None:
+        """Sequences decoding, prefilling and queued in the engine, and how
+        many decode steps ran batched (None under mlx.launch)."""
+        return self._upstream.batch_stats()
 
     def cache_stats(self) -> dict[str, Any]:
         stats = getattr(self.prompt_cache, "stats", None)

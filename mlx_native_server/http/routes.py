@@ -170,6 +170,7 @@ async def server_status(request: Request) -> Response:
             "requests_waiting": app.pending,
             "memory": {"active_bytes": engine.active_memory(), "limit_bytes": engine.memory_limit},
             "prompt_cache": engine.cache_stats(),
+            "batching": engine.batch_stats(),
         }
     )
 

@@ -281,14 +281,18 @@ def _cannot_fit(p: Plan, device: Device, shape: Shape, weight_bytes: int, floor:
     return text + f"No smaller quantization fits either: {more}."
 
 
-def request_fits(plan: Plan, active_bytes: int, prompt_tokens: int, max_tokens: int) -> bool:
+def request_fits(
+    plan: Plan, active_bytes: int, prompt_tokens: int, max_tokens: int, others_tokens: int = 0
+) -> bool:
     """Whether a request of `prompt_tokens` + `max_tokens` tokens keeps within
     the plan's limit, given the bytes mlx has in use now
     (`mx.get_active_memory()`: weights, prompt cache, other requests): its
-    KV cache grown to the end, and its prefill's working set."""
+    KV cache grown to the end, and its prefill's working set. `others_tokens`
+    are the tokens the requests already running may still add to their own
+    caches; they count as if this request's cache held them too."""
     k, shape = plan.knobs, plan.shape
     prefill = _peak(shape, k, plan.kv_bits, plan.platform, max(1, prompt_tokens))[2]
-    end = max(1, prompt_tokens + max_tokens)
+    end = max(1, prompt_tokens + max_tokens + others_tokens)
     grown = _peak(shape, k, plan.kv_bits, plan.platform, end)[0]
     return active_bytes + max(prefill, grown) // plan.ranks <= plan.limit
 
