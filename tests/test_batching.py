@@ -206,3 +206,18 @@ def test_concurrent_sessions_keep_the_cache_in_budget_and_their_own_entries(star
         assert 0 < cache["bytes"] <= budget and cache["entries"] < 4
         # Each session's own state survived, in memory or spilled to disk.
         assert all(cached > 1000 for cached in (turn(s, follow_up=True) for s in sessions))
+
+
+def test_seeded_requests_run_alone_and_repeat(kv_server):
+    """mlx's random state is global: a request with a seed runs alone, so
+    the same seed gives the same sampled reply, other requests or not."""
+
+    def sampled(_):
+        out = ask(kv_server, "tell me a story", max_tokens=24, temperature=1.0, seed=7)
+        return out["choices"][0]["message"]
+
+    alone = sampled(None)
+    side = threading.Thread(target=ask, args=(kv_server, "busy", 200), kwargs={"temperature": 1.0})
+    side.start()
+    assert together(sampled, range(3)) == [alone] * 3
+    side.join(300)

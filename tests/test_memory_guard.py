@@ -147,14 +147,14 @@ def test_a_request_that_cannot_fit_even_with_an_empty_cache_is_refused(plan, tmp
 # -- through the engine's generation thread ---------------------------------------------
 
 
-# Quantized KV takes upstream's one-request path, full precision its batched
-# one (on CUDA, where the probe fails, both are the batched path).
+# Both KV settings go through the scheduler (adapter/scheduler.py); the guard
+# runs where each request is tokenized, at either.
 @pytest.mark.parametrize("kv_bits", [4, 0], ids=["kv4", "kv0"])
 def test_the_engine_refuses_before_the_prefill_and_serves_once_it_fits(
     demo_model, tmp_path, kv_bits
 ):
     """Engine.guard_memory (what serve.run installs) checks every request on
-    the generation thread, on both of upstream's paths; MemoryExhausted comes
+    the generation thread, at both KV settings; MemoryExhausted comes
     back to the caller, which app_state.App.start turns into 503 or 529."""
     paths = Paths(home=tmp_path, config_file=tmp_path / "server.toml", log_dir=tmp_path / "logs")
     settings = config.load(

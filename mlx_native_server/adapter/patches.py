@@ -4,7 +4,10 @@ Upstream's generation thread calls `stream_generate` and
 `_make_logits_processors` by their module-global names, so wrapping those
 names is the only way in. Each wrapper is put in once per process; each says
 why it exists and what upstream change would remove it. contract.py checks
-that upstream still calls both by those names.
+that upstream still calls both by those names. On one machine our scheduler
+runs the requests and calls `_make_logits_processors` itself; upstream's own
+loop, and with it `stream_generate`, still runs under mlx.launch and for
+requests with images.
 """
 
 from __future__ import annotations
