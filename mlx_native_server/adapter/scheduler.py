@@ -9,9 +9,10 @@ steps. Each turn of the loop:
 2. decodes one step for every running sequence (decode.py: alone on its own
    cache, pipelined like `generate_step`; together in one batched forward,
    full-precision or quantized KV);
-3. prefills one chunk (prefill_step_size tokens) of the waiting prompt with
-   the fewest tokens left, so a short side request overtakes a long prompt
-   at the next chunk and joins the running set after its own prefill.
+3. prefills up to prefill_step_size prompt tokens, from the waiting prompts
+   with the fewest tokens left first, so short prompts that arrive together
+   all start at once, and a short side request overtakes a long prompt at
+   the next chunk and joins the running set after its own prefill.
 
 A request with a seed, or one with images, runs alone (mlx's random state
 is global; images take upstream's one-request path). A finished, stopped or
@@ -236,26 +237,36 @@ class Scheduler:
             mx.clear_cache()
 
     def _prefill(self) -> None:
-        """One chunk of the prompt with the fewest tokens left; the last token
-        of a prompt samples its first token and the sequence starts decoding."""
+        """Up to prefill_step_size prompt tokens, from the prompts with the
+        fewest tokens left first: several short prompts that arrive together
+        all start in one turn, a long one advances one chunk a turn."""
+        budget = self.step_size
+        while self.prefilling and budget > 0:
+            seq = min(self.prefilling, key=lambda s: len(s.todo))
+            budget -= self._prefill_chunk(seq, budget)
+
+    def _prefill_chunk(self, seq: Sequence, budget: int) -> int:
+        """Feed `seq` up to `budget` prompt tokens; its last one samples its
+        first token and it starts decoding. Returns the tokens fed."""
         running = self.running
         assert running is not None
-        seq = min(self.prefilling, key=lambda s: len(s.todo))
         if seq.stopped:
             log.info("client left during the prefill; stopping it")
             self.prefilling.remove(seq)
             # What was prefilled stays cached: a client that timed out often retries.
             self._finish(seq, seq.cache, PrefillCancelled("the client left during the prefill"))
-            return
+            return 0
+        n = 1
         try:
             if len(seq.todo) > 1:
-                chunk = seq.todo[: min(self.step_size, len(seq.todo) - 1)]
+                chunk = seq.todo[: min(budget, len(seq.todo) - 1)]
                 running.model(mx.array(chunk)[None], cache=seq.cache)
                 running.quantize_single(seq.cache)
                 mx.eval([c.state for c in seq.cache])
                 seq.fed(chunk)
                 seq.todo = seq.todo[len(chunk) :]
                 mx.clear_cache()
+                n = len(chunk)
             else:
                 self.prefilling.remove(seq)
                 running.join(seq, running.first_token(seq))
@@ -263,5 +274,6 @@ class Scheduler:
             if seq in self.prefilling:
                 self.prefilling.remove(seq)
             self._failed([seq], e)
-            return
+            return n
         seq.progress()
+        return n
