@@ -139,6 +139,7 @@ def _metrics(app: App) -> ServerMetrics:
         queue_depth=lambda: app.pending,
         in_flight=lambda: len(app.active),
         engine_state=app.engine_state,
+        batching=engine.batch_stats,
     )
 
 

@@ -115,26 +115,19 @@ def test_cancelling_one_stream_leaves_the_others_running(kv_server):
     long = "Ok.</think>\n\n" + "busy " * 300
     results: dict[str, tuple] = {}
 
+    def run(name: str, hang_up=None):
+        body = {
+            "messages": [{"role": "user", "content": name}],
+            "max_tokens": 2000,
+            "x_mns_script": long,
+        }
+        results[name] = stream_deltas(kv_server, body, on_delta=hang_up)
+
     def leaver():
-        results["left"] = stream_deltas(
-            kv_server,
-            {
-                "messages": [{"role": "user", "content": "a"}],
-                "max_tokens": 2000,
-                "x_mns_script": long,
-            },
-            on_delta=lambda n: n >= 20,
-        )
+        run("left", hang_up=lambda n: n >= 20)
 
     def stayer():
-        results["stayed"] = stream_deltas(
-            kv_server,
-            {
-                "messages": [{"role": "user", "content": "b"}],
-                "max_tokens": 2000,
-                "x_mns_script": long,
-            },
-        )
+        run("stayed")
 
     threads = [threading.Thread(target=f) for f in (stayer, leaver)]
     for t in threads:

@@ -57,6 +57,14 @@ def full_metrics(**overrides) -> ServerMetrics:
         queue_depth=lambda: 2,
         in_flight=lambda: 3,
         engine_state=lambda: "ok",
+        batching=lambda: {
+            "decoding": 3,
+            "prefilling": 1,
+            "queued": 0,
+            "steps": 900,
+            "batched_steps": 700,
+            "widest_batch": 4,
+        },
     )
     sources.update(overrides)
     return ServerMetrics(version="0.1.0", mlx_lm_version="0.32.2", model="mlx-local", **sources)
@@ -172,6 +180,12 @@ def test_gauges_read_at_scrape_time():
     assert value(samples, "mlx_native_server_prompt_cache_max_bytes", tier="disk") == 64 * GiB
     assert types["mlx_native_server_prompt_cache_evictions"] == "counter"
     assert value(samples, "mlx_native_server_prompt_cache_evictions_total") == 4
+    assert value(samples, "mlx_native_server_engine_sequences", state="decoding") == 3
+    assert value(samples, "mlx_native_server_engine_sequences", state="prefilling") == 1
+    assert value(samples, "mlx_native_server_engine_sequences", state="queued") == 0
+    assert types["mlx_native_server_batched_decode_steps"] == "counter"
+    assert value(samples, "mlx_native_server_decode_steps_total") == 900
+    assert value(samples, "mlx_native_server_batched_decode_steps_total") == 700
     assert (
         value(
             samples,

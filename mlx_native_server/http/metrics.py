@@ -81,6 +81,8 @@ class ServerMetrics:
     - `queue_depth()` -> requests waiting for the engine.
     - `in_flight()` -> requests being served.
     - `engine_state()` -> one of ENGINE_STATES.
+    - `batching()` -> what `Engine.batch_stats()` returns: "decoding",
+      "prefilling", "queued", "steps", "batched_steps"; None leaves them out.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class ServerMetrics:
         queue_depth: Callable[[], int] | None = None,
         in_flight: Callable[[], int] | None = None,
         engine_state: Callable[[], str] | None = None,
+        batching: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -152,6 +155,7 @@ class ServerMetrics:
                 queue_depth=queue_depth,
                 in_flight=in_flight,
                 engine_state=engine_state,
+                batching=batching,
             )
         )
 
@@ -306,8 +310,36 @@ def _engine_state(state: Any) -> Iterator[Metric]:
     yield family
 
 
+def _batching(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
+    if not stats:  # under mlx.launch, or before the engine starts
+        return
+    family = GaugeMetricFamily(
+        f"{PREFIX}_engine_sequences",
+        "Requests the engine holds now: decoding (together, in one batch), "
+        "prefilling, or queued behind the concurrency limit.",
+        labels=["state"],
+    )
+    for state in ("decoding", "prefilling", "queued"):
+        number = _number(stats.get(state))
+        if number is not None:
+            family.add_metric([state], number)
+    yield family
+    for key, name, doc in (
+        ("steps", "decode_steps", "Decode steps the engine ran (one token for each sequence)."),
+        (
+            "batched_steps",
+            "batched_decode_steps",
+            "Decode steps that decoded two sequences or more.",
+        ),
+    ):
+        number = _number(stats.get(key))
+        if number is not None:
+            yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=number)
+
+
 _FAMILIES: dict[str, Callable[[Any], Iterator[Metric]]] = {
     "memory": _memory,
+    "batching": _batching,
     "prompt_cache": _prompt_cache,
     "queue_depth": _queue_depth,
     "in_flight": _in_flight,
