@@ -41,10 +41,6 @@ class Running:
     def __len__(self) -> int:
         return len(self.seqs)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.cache) if self.cache else 0
-
     def quantize_single(self, cache: list) -> None:
         kv = self.kv
         maybe_quantize_kv_cache(cache, kv.start, kv.group_size, kv.bits)
@@ -107,8 +103,7 @@ class Running:
         for i, seq in enumerate(self.seqs):
             row = logits[i : i + 1]
             if seq.processors:
-                new = inputs[i : i + 1]
-                seq.context = new if seq.context is None else mx.concatenate([seq.context, new])
+                seq.see(inputs[i : i + 1])
                 try:
                     row = seq.process(row)
                 except Exception as e:  # a processor's failure ends its own request only

@@ -37,7 +37,6 @@ class Sequence:
     detokenizer: Any
     eos_ids: frozenset[int]
     prompt_total: int
-    seed: int | None = None
     generated: int = 0
     done: bool = False
     context: Any = None  # the tokens logits processors see, as generate_step keeps them
@@ -51,11 +50,14 @@ class Sequence:
         self.rqueue.put((done, self.prompt_total))
 
     def fed(self, tokens: list[int]) -> None:
-        """`tokens` went into the cache."""
+        """`tokens` of the prompt went into the cache."""
         self.key.extend(tokens)
         if self.processors:
-            new = mx.array(tokens)
-            self.context = new if self.context is None else mx.concatenate([self.context, new])
+            self.see(mx.array(tokens))
+
+    def see(self, tokens: mx.array) -> None:
+        """Add `tokens` to what the logits processors see."""
+        self.context = tokens if self.context is None else mx.concatenate([self.context, tokens])
 
     def process(self, logits: mx.array) -> mx.array:
         """Logits (1, vocab) through this request's logits processors."""
@@ -63,8 +65,8 @@ class Sequence:
             logits = processor(self.context, logits)
         return logits
 
-    def emit(self, token: int) -> bool:
-        """Hand `token` to the client; True when the reply has ended."""
+    def emit(self, token: int) -> None:
+        """Hand `token` to the client; `done` once the reply has ended."""
         self.generated += 1
         finish = None
         if token in self.eos_ids:
@@ -82,7 +84,6 @@ class Sequence:
         self.rqueue.put(upstream.Response(text, token, 0.0, finish, ()))  # type: ignore[arg-type]
         if finish is not None:
             self.done = True
-        return self.done
 
     def end(self, error: BaseException | None = None) -> None:
         """Close the request's queue: its error, or the end of its stream."""
