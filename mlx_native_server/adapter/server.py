@@ -93,6 +93,8 @@ class _Generator(upstream.ResponseGenerator):
     admit: Callable[[int, int, int], int] | None = None
     # Called on the generation thread after a generation failed. Set by Upstream.
     on_failure: Callable[[], object] | None = None
+    # The loop, once _generate runs it (None under mlx.launch).
+    scheduler: Scheduler | None = None
 
     def _generate(self):
         if self._is_distributed:
@@ -115,8 +117,7 @@ class _Generator(upstream.ResponseGenerator):
         except Exception as e:  # the chat template refused the conversation
             raise ConversationRefused(str(e)) from e
         if self.admit is not None:
-            scheduler = getattr(self, "scheduler", None)
-            others = scheduler.tokens_to_come() if scheduler is not None else 0
+            others = self.scheduler.tokens_to_come() if self.scheduler is not None else 0
             args.max_tokens = self.admit(len(result[0]), args.max_tokens, others)
         return result
 
@@ -203,7 +204,6 @@ class Upstream:
         self._gen = _Generator(model_provider=self._provider, prompt_cache=prompt_cache)
         self._gen.admit = admit
         self._gen.on_failure = on_failure
-        self._kv_bits = kv_bits
         self._keepalive = settings.keepalive_interval
         self.version = MLX_LM_VERSION
 
@@ -222,7 +222,7 @@ class Upstream:
 
     def batch_stats(self) -> dict[str, int] | None:
         """The scheduler's counts (None under mlx.launch, or before it starts)."""
-        scheduler = getattr(self._gen, "scheduler", None)
+        scheduler = self._gen.scheduler
         return scheduler.stats() if scheduler is not None else None
 
     def count_tokens(self, request: ChatRequest) -> int:

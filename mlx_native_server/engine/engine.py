@@ -56,8 +56,7 @@ def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int, others_tokens
     from ..memory.plan import request_fits
 
     spilled = 0
-    active = mx.get_active_memory
-    while not request_fits(plan, active(), prompt_tokens, max_tokens, others_tokens):
+    while not request_fits(plan, mx.get_active_memory(), prompt_tokens, max_tokens, others_tokens):
         spill = getattr(store, "spill", None)
         freed = spill(max(store.nbytes // 2, 1)) if spill is not None and store.nbytes else 0
         if not freed:
