@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from . import __version__
 from .api.errors import ApiError
-from .core import heap
+from .core import blas, heap
 from .core.config import Settings
 from .core.logrotate import StreamLogs
 from .engine.engine import Engine
@@ -183,6 +183,7 @@ def run(settings: Settings, plan=None) -> int:
     server.start()
     threading.Thread(target=_announce_when_ready, args=(app, stop), daemon=True).start()
     log.info("listening on %s:%d, loading %s", settings.host, settings.port, settings.model_path)
+    (log.warning if blas.reference() else log.info)("CPU BLAS: %s", blas.describe())
     code = _watch(app, stop, logs)
     app.draining = True
     if code == 0:

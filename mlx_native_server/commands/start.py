@@ -12,7 +12,7 @@ import os
 
 # The server (and with it mlx) is imported only to serve: --status and
 # --service stay quick.
-from ..core import config, logsetup, preflight
+from ..core import blas, config, logsetup, preflight
 from ..core.errors import reported
 from ..memory import plan as memory_plan
 from . import _flags
@@ -120,6 +120,7 @@ def _serve(settings: config.Settings) -> int:
             f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh."
         )
         return 0
+    blas.preload(settings.cpu_blas)  # re-executes this process once, where it applies
     from .. import server
 
     logsetup.setup(settings)

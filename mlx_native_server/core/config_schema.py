@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import blas
 from .config_values import (
     NOT_A_KEY,
     Key,
@@ -142,6 +143,16 @@ class Settings:
         "(see max_pending). 1 serves one request at a time.",
         check=positive,
         check_text="a number above 0",
+    )
+    cpu_blas: str = key(
+        "auto",
+        "Linux on the CPU backend only: the BLAS mlx's matrix products call. "
+        "'auto' loads a system OpenBLAS where one is installed (Debian/Ubuntu: "
+        "apt-get install libopenblas0-pthread), several times faster than the "
+        "reference BLAS mlx's CPU wheel ships; 'bundled' keeps that one; or the "
+        "path of a BLAS library.",
+        check=blas.valid,
+        check_text="auto, bundled or the path of a BLAS library",
     )
     api_key: str = key(
         "",

@@ -21,7 +21,9 @@ SERVICE_UNIT = "mlx-native-server.service"
 
 # Settings a server of its own keeps from its parent: where the venv is and
 # which mlx backend it has, not the configuration.
-_KEPT = ("MLX_NATIVE_SERVER_VENV", "MLX_NATIVE_SERVER_BACKEND")
+# The venv, the backend, and the BLAS this process preloaded (core/blas.py:
+# LD_PRELOAD is inherited with it).
+_KEPT = ("MLX_NATIVE_SERVER_VENV", "MLX_NATIVE_SERVER_BACKEND", "MLX_NATIVE_SERVER_BLAS_PRELOADED")
 
 
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from ..api.responses.frontend import ResponsesFrontEnd
 from ..api.responses.translate import parse_responses
 from ..api.schemas import models as schemas
 from ..api.streaming import TEST_SCRIPT_FIELD, Exchange, session_id
+from ..core import blas
 from ..engine.types import ConversationRefused, EngineUnavailable
 from .app import App, engine_unavailable
 
@@ -164,6 +165,7 @@ async def server_status(request: Request) -> Response:
             "model": {"id": s.served_model_id, "path": str(s.model_path)},
             "context_tokens": s.max_tokens,
             "kv_bits": engine.kv_bits or 0,
+            "cpu_blas": blas.describe(),
             "uptime_seconds": round(time.time() - app.started, 1),
             "requests_served": app.requests_served,
             "requests_in_flight": len(app.active),
