@@ -13,9 +13,9 @@ def _med(rounds: list[dict], key: str, of=lambda v: v) -> float:
     return statistics.median(of(r[key]) for r in rounds)
 
 
-def _med_ratio(rounds: list[dict], n: int) -> float:
-    """Median over rounds of each round's aggregate at n streams over 1."""
-    return statistics.median(r[f"agg_tps_{n}"] / r["agg_tps_1"] for r in rounds)
+def _med_ratio(rounds: list[dict], n: int, key: str = "agg_tps") -> float:
+    """Median over rounds of each round's `key` figure at n streams over 1."""
+    return statistics.median(r[f"{key}_{n}"] / r[f"{key}_1"] for r in rounds)
 
 
 def _streams(n: int) -> str:
@@ -29,6 +29,18 @@ def summary(scenario: str, rounds: list[dict]) -> list[tuple[str, float, str]]:
         rows = [(f"aggregate tok/s, {_streams(n)}", agg[n], "") for n in STREAMS]
         rows += [
             (f"aggregate {n} streams / 1", _med_ratio(rounds, n), "> 1.3" if n == 2 else "")
+            for n in STREAMS[1:]
+        ]
+        rows += [
+            (f"all decoding: tok/s, {_streams(n)}", _med(rounds, f"all_tps_{n}"), "")
+            for n in STREAMS
+        ]
+        rows += [
+            (
+                f"all decoding: {n} streams / 1",
+                _med_ratio(rounds, n, "all_tps"),
+                "> 1.3" if n == 2 else "",
+            )
             for n in STREAMS[1:]
         ]
         rows += [

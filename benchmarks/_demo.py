@@ -9,8 +9,10 @@ the model's own work per token is no longer negligible next to the server's.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from mlx_native_server.core import blas
 from mlx_native_server.models import demo as dm
 from mlx_native_server.models import demo_tokenizer
 
@@ -56,6 +58,19 @@ def demo_model(tmp: Path, name: str) -> tuple[Path, str]:
     return write_demo(tmp / name, sizes), f"demo-{name} (h{sizes.hidden} x{sizes.layers})"
 
 
+def ints(text: str) -> list[int]:
+    """A comma-separated list of whole numbers (an argparse type)."""
+    return [int(x) for x in text.split(",") if x]
+
+
+def add_model_flags(p) -> None:
+    """--model and --demo, as the engine benchmarks take them (model_or_demo)."""
+    p.add_argument("--model", type=Path, help="an MLX model directory (default: a generated demo)")
+    p.add_argument(
+        "--demo", choices=["tiny", "wide"], default="wide", help="without --model [%(default)s]"
+    )
+
+
 def model_or_demo(model: Path | None, tmp: Path, demo: str) -> tuple[Path, str]:
     """The model a benchmark measures: `model` if given, else the demo model `demo`."""
     return (model.resolve(), model.name) if model else demo_model(tmp, demo)
@@ -68,3 +83,11 @@ def forced_reply(tokenizer, n_tokens: int) -> str:
     while len(tokenizer.encode(text, add_special_tokens=False)) < n_tokens:
         text += FILLER
     return text
+
+
+def same_blas_as_the_server() -> None:
+    """Run on the BLAS the server loads (core/blas.py: a system OpenBLAS on
+    Linux CPU, where one is installed): re-executes this process once with it
+    preloaded, so the engine measured in-process and every server started
+    from here (they inherit LD_PRELOAD, a baseline checkout's too) compare alike."""
+    blas.preload(os.environ.get("MLX_NATIVE_SERVER_CPU_BLAS", "auto"))

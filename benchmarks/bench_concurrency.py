@@ -39,7 +39,7 @@ from mlx_lm.utils import load_tokenizer  # noqa: E402
 
 from _bench_local import load_bench_local  # noqa: E402
 from _concurrency_report import STREAMS, print_report  # noqa: E402
-from _demo import FILLER, forced_reply, model_or_demo  # noqa: E402
+from _demo import FILLER, forced_reply, model_or_demo, same_blas_as_the_server  # noqa: E402
 from live_server import LiveServer, Stream, venv_problem  # noqa: E402
 
 SCENARIOS = ("decode", "prefill", "side")
@@ -98,6 +98,16 @@ def aggregate_tps(streams: list[Stream]) -> float:
     return sum(s.tokens - 1 for s in streams) / busy if busy > 0 else float("nan")
 
 
+def together_tps(streams: list[Stream]) -> float:
+    """Tokens per second while every stream was decoding: from the last
+    first token to the first last one, when no prompt is left to prefill
+    (the batch's own speed); nan if they never all decoded at once."""
+    start, end = max(s.first for s in streams), min(s.last for s in streams)
+    if end <= start:
+        return float("nan")
+    return sum(s.tokens_between(start, end) for s in streams) / (end - start)
+
+
 def run_decode(side: Side, r: int, args) -> dict:
     """1, 2 and 4 streams of short prompts, each forced to --tokens tokens."""
     script = forced_reply(side.tok, args.tokens)
@@ -106,9 +116,12 @@ def run_decode(side: Side, r: int, args) -> dict:
         reqs = [(prompt(side.tok, f"d{r}.{n}.{i}", SHORT_PROMPT), script) for i in range(n)]
         streams = together(side, reqs)
         out[f"agg_tps_{n}"] = aggregate_tps(streams)
+        out[f"all_tps_{n}"] = together_tps(streams)
         out[f"stream_tps_{n}"] = [s.decode_tps for s in streams]
         out[f"ttft_max_{n}"] = max(s.ttft for s in streams)
-        out[f"streams_{n}"] = [dataclasses.asdict(s) for s in streams]
+        out[f"streams_{n}"] = [
+            {k: v for k, v in dataclasses.asdict(s).items() if k != "deltas"} for s in streams
+        ]
         out["tokens"] = streams[0].tokens
     return out
 
@@ -252,4 +265,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    same_blas_as_the_server()
     sys.exit(main())

@@ -32,7 +32,7 @@ import mlx.core as mx  # noqa: E402
 from mlx_lm import load  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
-from _demo import model_or_demo  # noqa: E402
+from _demo import add_model_flags, ints, model_or_demo, same_blas_as_the_server  # noqa: E402
 from kv_memory import decode, prefill  # noqa: E402
 
 FILL_CHUNK = 4096  # tokens written to the cache per update, as a prefill step would
@@ -121,17 +121,12 @@ def print_table(results: dict, args) -> None:
                 print(f"  {n} tokens, {lab}: {c}")
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = p.add_argument
-    add("--model", type=Path, help="an MLX model directory (default: a generated demo model)")
-    add("--demo", choices=["tiny", "wide"], default="wide", help="without --model [%(default)s]")
-    add("--contexts", type=_ints, default=[1024, 16384, 65536], help="tokens [1024,16384,65536]")
-    add("--bits", type=_ints, default=[0, 8, 4], help="KV bits, 0 = full precision [0,8,4]")
+    add_model_flags(p)
+    add("--contexts", type=ints, default=[1024, 16384, 65536], help="tokens [1024,16384,65536]")
+    add("--bits", type=ints, default=[0, 8, 4], help="KV bits, 0 = full precision [0,8,4]")
     add("--decode", type=int, default=12, help="decode steps per setting a round [%(default)s]")
     add("--rounds", type=int, default=3, help="rounds per context [%(default)s]")
     add("--group-size", type=int, default=64)
@@ -149,4 +144,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    same_blas_as_the_server()
     sys.exit(main())

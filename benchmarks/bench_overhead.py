@@ -40,7 +40,7 @@ from mlx_lm import load, stream_generate  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from _demo import FILLER, demo_model, forced_reply  # noqa: E402
+from _demo import FILLER, demo_model, forced_reply, same_blas_as_the_server  # noqa: E402
 from _overhead_report import SERVERS, print_table, write_json  # noqa: E402
 from live_server import LiveServer, venv_problem  # noqa: E402
 from mlx_native_server.adapter.kv import kv_quantization_works  # noqa: E402
@@ -309,4 +309,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    same_blas_as_the_server()
     sys.exit(main())

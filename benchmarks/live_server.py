@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,13 +32,21 @@ def free_port() -> int:
 @dataclass
 class Stream:
     """One streamed chat completion, timed by perf_counter: sent, the first
-    content or reasoning delta, the chunk with finish_reason; usage's counts."""
+    content or reasoning delta, the chunk with finish_reason; usage's counts;
+    when each content or reasoning delta came."""
 
     sent: float
     first: float
     last: float
     tokens: int
     prompt_tokens: int
+    deltas: list[float] = field(default_factory=list)
+
+    def tokens_between(self, start: float, end: float) -> float:
+        """Tokens that came in (start, end]: its deltas there, each counted
+        as the reply's tokens per delta (a delta can carry several)."""
+        per_delta = (self.tokens - 1) / max(len(self.deltas) - 1, 1)
+        return sum(start < t <= end for t in self.deltas) * per_delta
 
     @property
     def ttft(self) -> float:
@@ -97,7 +105,11 @@ class LiveServer:
         self.home, self.port, self.repo = home, free_port(), repo
         argv = [str(repo / "start-server.sh"), "--model", model, "--port", str(self.port), *flags]
         inherited = os.environ.get("PYTHONPATH")
-        extra = {"PYTHONPATH": os.pathsep.join(filter(None, [str(repo), inherited]))}
+        extra = {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), inherited])),
+            # the benchmark's own BLAS choice (_demo.same_blas_as_the_server), not the default
+            "MLX_NATIVE_SERVER_CPU_BLAS": os.environ.get("MLX_NATIVE_SERVER_CPU_BLAS", "auto"),
+        }
         if venv is not None:
             extra["MLX_NATIVE_SERVER_VENV"] = str(venv)
         self.log = (home / log_name).open("w+", errors="replace")
@@ -145,7 +157,8 @@ class LiveServer:
         conn.request("POST", "/v1/chat/completions", json.dumps(body), _JSON)
         resp = conn.getresponse()
         first = last = None
-        usage = {}
+        usage: dict = {}
+        deltas: list[float] = []
         for line in iter(resp.fp.readline, b""):
             if line.startswith(b"data: [DONE]"):
                 break  # the connection stays open (keep-alive)
@@ -156,16 +169,18 @@ class LiveServer:
             usage = chunk.get("usage") or usage
             for choice in chunk.get("choices", []):
                 delta = choice.get("delta", {})
-                if first is None and (delta.get("content") or delta.get("reasoning_content")):
-                    first = now
-                    if on_first is not None:
-                        on_first()
+                if delta.get("content") or delta.get("reasoning_content"):
+                    deltas.append(now)
+                    if first is None:
+                        first = now
+                        if on_first is not None:
+                            on_first()
                 if choice.get("finish_reason"):
                     last = now
         conn.close()
         if first is None or last is None or not usage.get("completion_tokens"):
             sys.exit(f"error: the server's stream had no tokens:\n{self.output()[-2000:]}")
-        return Stream(sent, first, last, usage["completion_tokens"], usage["prompt_tokens"])
+        return Stream(sent, first, last, usage["completion_tokens"], usage["prompt_tokens"], deltas)
 
 
 _JSON = {"Content-Type": "application/json"}

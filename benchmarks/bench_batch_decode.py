@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Engine-only decode of B sequences at once: the scheduler's batched step
+(adapter/decode.py) against the engine's ceiling, one forward over B equal
+rows of a plain cache. No server, no HTTP: what the batch itself costs.
+
+    .venv/bin/python benchmarks/bench_batch_decode.py                  # demo-wide, B=1,2,4
+    .venv/bin/python benchmarks/bench_batch_decode.py --model PATH --kv-bits 0
+    .venv/bin/python benchmarks/bench_batch_decode.py --model PATH --repeat-layers 2
+
+Three ways to run each B, taking turns each round:
+- `ceiling`: B rows prefilled together to the same length, then one forward
+  a step on mlx-lm's plain cache (quantized as generate_step would, at
+  --kv-bits from --quantized-kv-start), pipelined as generate_step (the next
+  step queued before the current tokens are read), greedy;
+- `scheduler`: B prompts of slightly different lengths prefilled one by one
+  and joined into a `Running` (batched, left-padded caches with per-row
+  masks, or the lone sequence's own cache at B=1), each step's tokens handed
+  to the sequences as the server does (`Sequence.emit`: detokenizer, stop
+  matcher, its queue);
+- `forced`: the same with the test hook's forced-reply logits processor on
+  every row (what bench_concurrency.py and bench_overhead.py put on each
+  request).
+The table shows tok/s (all rows together) and the ratio to B=1 of the same way.
+--repeat-layers K runs the model's layers K times over (the same weights, a
+cache each): the full depth of a model whose checkpoint holds part of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from queue import Queue
+from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import mlx.core as mx  # noqa: E402
+from mlx_lm import load  # noqa: E402
+from mlx_lm.generate import make_stop_sequences, maybe_quantize_kv_cache  # noqa: E402
+from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
+from mlx_lm.sample_utils import make_sampler  # noqa: E402
+
+from _demo import add_model_flags, ints, model_or_demo, same_blas_as_the_server  # noqa: E402
+from mlx_native_server.adapter.decode import KVQuantization, Running  # noqa: E402
+from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
+from mlx_native_server.engine.hooks import script_processors  # noqa: E402
+
+WAYS = ("ceiling", "scheduler", "forced")
+
+
+class _Vocab:
+    """Tokens for random prompts: skip the ends of the vocabulary (special tokens)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def tokens(self, n: int, seed: int) -> list[int]:
+        return mx.random.randint(8, self.size - 300, (n,), key=mx.random.key(seed)).tolist()
+
+
+def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> float:
+    cache = make_prompt_cache(model)
+    prompt = mx.array([vocab.tokens(context, 1000 + i) for i in range(batch)])
+    y = mx.argmax(model(prompt, cache=cache)[:, -1, :], axis=-1)
+    maybe_quantize_kv_cache(cache, kv.start, kv.group_size, kv.bits)
+    mx.eval(y)
+
+    def next_step(y):
+        nxt = mx.argmax(model(y[:, None], cache=cache)[:, -1, :], axis=-1)
+        maybe_quantize_kv_cache(cache, kv.start, kv.group_size, kv.bits)
+        mx.async_eval(nxt)
+        return nxt
+
+    y = next_step(y)
+    y.tolist()  # the first step compiles the kernels for this shape
+    t = time.perf_counter()
+    for _ in range(steps):
+        nxt = next_step(y)
+        y.tolist()
+        y = nxt
+    y.tolist()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence:
+    return Sequence(
+        rqueue=Queue(),
+        ctx=SimpleNamespace(_should_stop=False),
+        ticket=None,
+        cache=make_prompt_cache(model),
+        key=[],
+        todo=list(prompt),
+        max_tokens=1 << 30,
+        sampler=GREEDY,
+        processors=processors,
+        stop_matcher=make_stop_sequences(tokenizer, []).matcher(),
+        detokenizer=tokenizer.detokenizer,
+        eos_ids=frozenset(),
+        prompt_total=len(prompt),
+    )
+
+
+GREEDY = make_sampler(0.0)
+
+
+def scheduler(model, tokenizer, vocab, batch, context, steps, kv, forced) -> float:
+    running = Running(model, kv)
+    for i in range(batch):
+        prompt = vocab.tokens(context + 3 * i, 2000 + i)  # unequal lengths: left padding
+        procs = []
+        if forced:
+            text = " ".join(["word"] * (steps * 2 + 16))
+            procs = script_processors(text, tokenizer.encode, tokenizer.eos_token_id)
+        seq = _sequence(model, tokenizer, prompt, procs)
+        model(mx.array(seq.todo[:-1])[None], cache=seq.cache)
+        running.quantize_single(seq.cache)
+        seq.fed(seq.todo[:-1])
+        seq.todo = seq.todo[-1:]
+        running.join(seq, running.first_token(seq))
+
+    def one_step():
+        sampled, _ = running.step()
+        assert running.pending is not None
+        for seq, token in zip(running.seqs, running.pending.tolist(), strict=True):
+            seq.key.append(token)
+            seq.emit(token)
+        running.settle([], sampled)
+        for seq in running.seqs:  # the HTTP side would take these
+            while not seq.rqueue.empty():
+                seq.rqueue.get_nowait()
+
+    one_step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    return batch * steps / (time.perf_counter() - t)
+
+
+def measure(model, tokenizer, args) -> dict:
+    vocab = _Vocab(model.args.vocab_size)
+    kv = KVQuantization(args.kv_bits or None, 64, args.quantized_kv_start)
+    samples: dict[str, dict[int, list[float]]] = {w: {b: [] for b in args.batches} for w in WAYS}
+    for r in range(args.rounds):
+        for b in args.batches:
+            ways = WAYS[r % 3 :] + WAYS[: r % 3]
+            for way in ways:
+                if way == "ceiling":
+                    tps = ceiling(model, vocab, b, args.context, args.steps, kv)
+                else:
+                    forced = way == "forced"
+                    tps = scheduler(
+                        model, tokenizer, vocab, b, args.context, args.steps, kv, forced
+                    )
+                samples[way][b].append(tps)
+                mx.clear_cache()
+            shown = ", ".join(f"{w} {samples[w][b][-1]:.1f}" for w in WAYS)
+            print(f"  round {r + 1}, B={b}: {shown} tok/s", flush=True)
+    return {w: {b: statistics.median(v) for b, v in s.items()} for w, s in samples.items()}
+
+
+def print_table(results: dict, args) -> None:
+    base = min(args.batches)
+    head = f"{'way':<10}" + "".join(f"{f'B={b} tok/s':>12}" for b in args.batches)
+    head += "".join(f"{f'B={b}/{base}':>9}" for b in args.batches if b != base)
+    print(
+        f"\n{mx.default_device()}, kv_bits {args.kv_bits}, context ~{args.context}, "
+        f"medians of {args.rounds} rounds of {args.steps} steps:"
+    )
+    print(head + "\n" + "-" * len(head))
+    for way, row in results.items():
+        line = f"{way:<10}" + "".join(f"{row[b]:>12.2f}" for b in args.batches)
+        line += "".join(f"{row[b] / row[base]:>9.3f}" for b in args.batches if b != base)
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add_model_flags(p)
+    add("--repeat-layers", type=int, default=1, metavar="K", help="run the layers K times over")
+    add("--batches", type=ints, default=[1, 2, 4], help="sequences at once [1,2,4]")
+    add("--context", type=int, default=64, help="prompt tokens a sequence [%(default)s]")
+    add("--steps", type=int, default=32, help="decode steps a measurement [%(default)s]")
+    add("--rounds", type=int, default=3, help="[%(default)s]")
+    add("--kv-bits", type=int, default=4, help="0: full precision [%(default)s]")
+    add("--quantized-kv-start", type=int, default=0, help="[%(default)s]")
+    add("--json", type=Path, metavar="PATH", help="write the figures to PATH")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="batch-decode-") as tmp:
+        model_dir, label = model_or_demo(args.model, Path(tmp), args.demo)
+        model, tokenizer = load(str(model_dir))
+        if args.repeat_layers > 1:
+            model.model.layers = list(model.model.layers) * args.repeat_layers
+            label += f", layers run {args.repeat_layers}x over ({len(model.layers)} in all)"
+        print(f"{label}: {mx.default_device()}", flush=True)
+        results = measure(model, tokenizer, args)
+    print_table(results, args)
+    if args.json:  # {way: {B: median tok/s}}
+        args.json.write_text(json.dumps({"model": label, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    same_blas_as_the_server()
+    sys.exit(main())
