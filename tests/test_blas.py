@@ -88,9 +88,9 @@ def test_describe_names_the_library_or_says_how_to_get_one():
 
 def _bundled_blas() -> Path | None:
     """mlx's own reference BLAS (Linux CPU wheel): harmless to preload again."""
-    import mlx
+    import mlx.core
 
-    libs = Path(mlx.__file__).resolve().parent.parent / "mlx_cpu.libs"
+    libs = Path(mlx.core.__file__).resolve().parent.parent / "mlx_cpu.libs"
     return next(iter(sorted(libs.glob("libblas*.so*"))), None)
 
 
