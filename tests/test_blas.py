@@ -77,9 +77,15 @@ def test_preload_reexecutes_once_with_the_library_first(monkeypatch, tmp_path):
     blas.preload(lib, {"MLX_NATIVE_SERVER_BACKEND": "cuda13"})
 
 
-def test_describe_names_the_library_or_says_how_to_get_one():
+def test_describe_names_the_library_or_says_how_to_get_one(monkeypatch):
+    monkeypatch.setattr(blas, "_mapped", lambda library: library != "/opt/bad.so")
     assert blas.describe({blas.PRELOADED: DEBIAN}) == f"OpenBLAS ({DEBIAN})"
     assert blas.describe({blas.PRELOADED: "/opt/x.so"}) == "preloaded /opt/x.so"
+    failed = blas.describe({blas.PRELOADED: "/opt/bad.so"})
+    assert failed.startswith(
+        "mlx's bundled reference BLAS (slow: the preload of /opt/bad.so failed"
+    )
+    assert blas.reference({blas.PRELOADED: "/opt/bad.so"})
     assert blas.reference({}) and not blas.reference({blas.PRELOADED: DEBIAN})
     bundled = blas.describe({})
     assert "reference BLAS" in bundled and "libopenblas0-pthread" in bundled
@@ -95,7 +101,7 @@ def _bundled_blas() -> Path | None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux CPU only")
-def test_the_server_runs_with_the_library_preloaded_and_says_so(start_server):
+def test_the_server_runs_with_the_library_preloaded_and_says_so(start_server, tmp_path):
     lib = _bundled_blas()
     assert lib is not None, "mlx's CPU wheel ships libblas in mlx_cpu.libs"
     with start_server(args=["--cpu-blas", str(lib)]) as srv:
@@ -104,6 +110,11 @@ def test_the_server_runs_with_the_library_preloaded_and_says_so(start_server):
         environ = Path(f"/proc/{srv.pid}/environ").read_bytes().split(b"\0")
         assert f"LD_PRELOAD={lib}".encode() in environ
         assert f"CPU BLAS: preloaded {lib}" in srv.app_log()
+    not_a_library = tmp_path / "libnot.so"  # a file the dynamic loader cannot preload
+    not_a_library.write_text("not ELF\n")
+    with start_server(args=["--cpu-blas", str(not_a_library)]) as srv:
+        status = requests.get(srv.root_url + "/status", timeout=10).json()
+        assert f"the preload of {not_a_library} failed" in status["cpu_blas"]
     with start_server(args=["--cpu-blas", "bundled"]) as srv:
         status = requests.get(srv.root_url + "/status", timeout=10).json()
         assert status["cpu_blas"].startswith("mlx's bundled reference BLAS")

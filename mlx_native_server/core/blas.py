@@ -70,10 +70,26 @@ def preload(setting: str, env: Mapping[str, str] | None = None) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], new_env)
 
 
+def _mapped(library: str, maps: Path = Path("/proc/self/maps")) -> bool:
+    """Whether the dynamic loader really loaded `library` (it skips a file it
+    cannot preload, with a line on stderr, and the process goes on)."""
+    try:
+        return os.path.realpath(library) in maps.read_text()
+    except OSError:
+        return True  # no /proc: take the preload as done
+
+
+def loaded(env: Mapping[str, str] | None = None) -> str | None:
+    """The library this process preloaded in mlx's BLAS's place, or None."""
+    env = os.environ if env is None else env
+    library = env.get(PRELOADED)
+    return library if library and applies(env) and _mapped(library) else None
+
+
 def reference(env: Mapping[str, str] | None = None) -> bool:
     """Whether this process runs on the reference BLAS of mlx's CPU wheel."""
     env = os.environ if env is None else env
-    return applies(env) and not env.get(PRELOADED)
+    return applies(env) and loaded(env) is None
 
 
 def describe(env: Mapping[str, str] | None = None) -> str:
@@ -81,7 +97,9 @@ def describe(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     if not applies(env):
         return "Accelerate" if sys.platform == "darwin" else "not used (the CUDA backend)"
-    library = env.get(PRELOADED)
+    library = loaded(env)
     if library:
         return f"OpenBLAS ({library})" if library in KNOWN else f"preloaded {library}"
-    return f"mlx's bundled reference BLAS (slow: {HINT})"
+    failed = env.get(PRELOADED)
+    why = f"the preload of {failed} failed; " if failed else ""
+    return f"mlx's bundled reference BLAS (slow: {why}{HINT})"
