@@ -52,6 +52,7 @@ from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
 from mlx_native_server.engine.hooks import script_processors  # noqa: E402
 
 WAYS = ("ceiling", "scheduler", "forced")
+GREEDY = make_sampler(0.0)
 
 
 class _Vocab:
@@ -65,6 +66,7 @@ class _Vocab:
 
 
 def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> float:
+    """tok/s of one forward a step over `batch` equal rows of a plain cache."""
     cache = make_prompt_cache(model)
     prompt = mx.array([vocab.tokens(context, 1000 + i) for i in range(batch)])
     y = mx.argmax(model(prompt, cache=cache)[:, -1, :], axis=-1)
@@ -89,6 +91,7 @@ def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> f
 
 
 def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence:
+    """A request as the scheduler builds one, with no client behind its queue."""
     return Sequence(
         rqueue=Queue(),
         ctx=SimpleNamespace(_should_stop=False),
@@ -106,10 +109,9 @@ def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence
     )
 
 
-GREEDY = make_sampler(0.0)
-
-
 def scheduler(model, tokenizer, vocab, batch, context, steps, kv, forced) -> float:
+    """tok/s of `batch` sequences, prefilled one by one, joined into a Running
+    and decoded with the scheduler's own step and hand-off."""
     running = Running(model, kv)
     for i in range(batch):
         prompt = vocab.tokens(context + 3 * i, 2000 + i)  # unequal lengths: left padding

@@ -35,9 +35,8 @@ HINT = (
 
 def applies(env: Mapping[str, str], platform: str | None = None) -> bool:
     """Only Linux on mlx's CPU backend links the reference BLAS."""
-    return (platform or sys.platform).startswith("linux") and env.get(
-        "MLX_NATIVE_SERVER_BACKEND", "cpu"
-    ) == "cpu"
+    linux = (platform or sys.platform).startswith("linux")
+    return linux and env.get("MLX_NATIVE_SERVER_BACKEND", "cpu") == "cpu"
 
 
 def choose(setting: str, exists: Callable[[str], bool] = os.path.exists) -> str | None:
