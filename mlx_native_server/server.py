@@ -183,7 +183,7 @@ def run(settings: Settings, plan=None) -> int:
     server.start()
     threading.Thread(target=_announce_when_ready, args=(app, stop), daemon=True).start()
     log.info("listening on %s:%d, loading %s", settings.host, settings.port, settings.model_path)
-    (log.warning if blas.reference() else log.info)("CPU BLAS: %s", blas.describe())
+    (log.warning if blas.reference() else log.info)("CPU BLAS: %s", blas.current())
     code = _watch(app, stop, logs)
     app.draining = True
     if code == 0:

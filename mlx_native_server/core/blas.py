@@ -16,6 +16,7 @@ LD_PRELOAD set (PRELOADED marks the second run). Nothing changes on macOS
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -102,3 +103,9 @@ def describe(env: Mapping[str, str] | None = None) -> str:
     failed = env.get(PRELOADED)
     why = f"the preload of {failed} failed; " if failed else ""
     return f"mlx's bundled reference BLAS (slow: {why}{HINT})"
+
+
+@functools.cache
+def current() -> str:
+    """describe() for this process, worked out once: it cannot change."""
+    return describe()

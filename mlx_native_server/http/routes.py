@@ -165,7 +165,7 @@ async def server_status(request: Request) -> Response:
             "model": {"id": s.served_model_id, "path": str(s.model_path)},
             "context_tokens": s.max_tokens,
             "kv_bits": engine.kv_bits or 0,
-            "cpu_blas": blas.describe(),
+            "cpu_blas": blas.current(),
             "uptime_seconds": round(time.time() - app.started, 1),
             "requests_served": app.requests_served,
             "requests_in_flight": len(app.active),
