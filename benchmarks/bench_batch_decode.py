@@ -20,6 +20,12 @@ Three ways to run each B, taking turns each round:
 - `forced`: the same with the test hook's forced-reply logits processor on
   every row (what bench_concurrency.py and bench_overhead.py put on each
   request).
+Two more ways are diagnostics, to find where the batched step loses (--ways):
+- `nomask`: the scheduler with the batch's padding mask left out of
+  attention (wrong replies: what the mask costs);
+- `perrow`: the scheduler with each row's attention run alone over its own
+  keys, no mask, so the fused kernel runs (the same replies; full-precision
+  KV only, at 4 bits it is the scheduler).
 The table shows tok/s (all rows together) and the ratio to B=1 of the same way.
 --repeat-layers K runs the model's layers K times over (the same weights, a
 cache each): the full depth of a model whose checkpoint holds part of it.
@@ -28,6 +34,8 @@ cache each): the full depth of a model whose checkpoint holds part of it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import statistics
 import sys
@@ -52,6 +60,7 @@ from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
 from mlx_native_server.engine.hooks import script_processors  # noqa: E402
 
 WAYS = ("ceiling", "scheduler", "forced")
+DIAGNOSTICS = ("nomask", "perrow")
 GREEDY = make_sampler(0.0)
 
 
@@ -109,14 +118,14 @@ def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence
     )
 
 
-def scheduler(model, tokenizer, vocab, batch, context, steps, kv, forced) -> float:
+def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> float:
     """tok/s of `batch` sequences, prefilled one by one, joined into a Running
     and decoded with the scheduler's own step and hand-off."""
-    running = Running(model, kv)
+    running, steps = Running(model, kv), args.steps
     for i in range(batch):
-        prompt = vocab.tokens(context + 3 * i, 2000 + i)  # unequal lengths: left padding
+        prompt = vocab.tokens(args.context + 3 * i, 2000 + i)  # unequal lengths: left padding
         procs = []
-        if forced:
+        if way == "forced":
             text = " ".join(["word"] * (steps * 2 + 16))
             procs = script_processors(text, tokenizer.encode, tokenizer.eos_token_id)
         seq = _sequence(model, tokenizer, prompt, procs)
@@ -125,6 +134,10 @@ def scheduler(model, tokenizer, vocab, batch, context, steps, kv, forced) -> flo
         seq.fed(seq.todo[:-1])
         seq.todo = seq.todo[-1:]
         running.join(seq, running.first_token(seq))
+    if way == "perrow" and batch > 1:
+        for layer in running.cache or []:
+            if hasattr(layer, "left_padding") and not hasattr(layer, "bits"):
+                layer.row_starts = layer.left_padding.tolist()
 
     def one_step():
         sampled, _ = running.step()
@@ -144,24 +157,60 @@ def scheduler(model, tokenizer, vocab, batch, context, steps, kv, forced) -> flo
     return batch * steps / (time.perf_counter() - t)
 
 
+class _Attention:
+    """The model module's attention helpers, swapped for a diagnostic way."""
+
+    def __init__(self, model):
+        self.module = importlib.import_module(type(model).__module__)
+        self.mask = self.module.create_attention_mask
+        self.sdpa = self.module.scaled_dot_product_attention
+
+    @contextlib.contextmanager
+    def way(self, way: str):
+        if way == "nomask":
+            self.module.create_attention_mask = self._no_mask
+        elif way == "perrow":
+            self.module.scaled_dot_product_attention = self._per_row
+        try:
+            yield
+        finally:
+            self.module.create_attention_mask = self.mask
+            self.module.scaled_dot_product_attention = self.sdpa
+
+    def _no_mask(self, h, cache=None, **kwargs):
+        return None if h.shape[1] == 1 else self.mask(h, cache, **kwargs)
+
+    def _per_row(self, queries, keys, values, cache, scale, mask, sinks=None):
+        starts = getattr(cache, "row_starts", None)
+        if starts is None or queries.shape[2] != 1:
+            return self.sdpa(
+                queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks
+            )
+        rows = [
+            mx.fast.scaled_dot_product_attention(
+                queries[b : b + 1], keys[b : b + 1, :, s:], values[b : b + 1, :, s:], scale=scale
+            )
+            for b, s in enumerate(starts)
+        ]
+        return mx.concatenate(rows, axis=0)
+
+
 def measure(model, tokenizer, args) -> dict:
     vocab = _Vocab(model.args.vocab_size)
     kv = KVQuantization(args.kv_bits or None, 64, args.quantized_kv_start)
-    samples: dict[str, dict[int, list[float]]] = {w: {b: [] for b in args.batches} for w in WAYS}
+    attention, ways = _Attention(model), args.ways
+    samples: dict[str, dict[int, list[float]]] = {w: {b: [] for b in args.batches} for w in ways}
     for r in range(args.rounds):
         for b in args.batches:
-            ways = WAYS[r % 3 :] + WAYS[: r % 3]
-            for way in ways:
+            for way in ways[r % len(ways) :] + ways[: r % len(ways)]:
                 if way == "ceiling":
                     tps = ceiling(model, vocab, b, args.context, args.steps, kv)
                 else:
-                    forced = way == "forced"
-                    tps = scheduler(
-                        model, tokenizer, vocab, b, args.context, args.steps, kv, forced
-                    )
+                    with attention.way(way):
+                        tps = scheduler(model, tokenizer, vocab, b, args, kv, way)
                 samples[way][b].append(tps)
                 mx.clear_cache()
-            shown = ", ".join(f"{w} {samples[w][b][-1]:.1f}" for w in WAYS)
+            shown = ", ".join(f"{w} {samples[w][b][-1]:.1f}" for w in ways)
             print(f"  round {r + 1}, B={b}: {shown} tok/s", flush=True)
     return {w: {b: statistics.median(v) for b, v in s.items()} for w, s in samples.items()}
 
@@ -188,12 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     add("--repeat-layers", type=int, default=1, metavar="K", help="run the layers K times over")
     add("--batches", type=ints, default=[1, 2, 4], help="sequences at once [1,2,4]")
     add("--context", type=int, default=64, help="prompt tokens a sequence [%(default)s]")
+    add(
+        "--ways",
+        type=lambda t: [w for w in t.split(",") if w],
+        default=list(WAYS),
+        help=f"of {','.join(WAYS + DIAGNOSTICS)} [{','.join(WAYS)}]",
+    )
     add("--steps", type=int, default=32, help="decode steps a measurement [%(default)s]")
     add("--rounds", type=int, default=3, help="[%(default)s]")
     add("--kv-bits", type=int, default=4, help="0: full precision [%(default)s]")
     add("--quantized-kv-start", type=int, default=0, help="[%(default)s]")
     add("--json", type=Path, metavar="PATH", help="write the figures to PATH")
     args = p.parse_args(argv)
+    if unknown := set(args.ways) - set(WAYS + DIAGNOSTICS):
+        p.error(f"unknown ways: {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="batch-decode-") as tmp:
         model_dir, label = model_or_demo(args.model, Path(tmp), args.demo)
         model, tokenizer = load(str(model_dir))
