@@ -210,6 +210,19 @@ CONTRACT: tuple[Any, ...] = (
         'hasattr(cache, "bits")',
         "BatchQuantizedKVCache takes the quantized attention path by its `bits`",
     ),
+    # adapter/cuda_attention.py: the fused batched decode attention on CUDA
+    Global(
+        "mlx_lm.models.minimax",
+        "scaled_dot_product_attention",
+        caller="MiniMaxAttention.__call__",
+        args=("queries", "keys", "values", "cache", "scale", "mask"),
+    ),
+    Uses(
+        C,
+        "BatchKVCache.make_mask",
+        "left_padding=self.left_padding",
+        "cuda_attention starts row b at left_padding[b], where the mask starts it",
+    ),
     # adapter/run.py: one request's GenerationContext and Responses
     Attr(S, "GenerationContext"),
     *(

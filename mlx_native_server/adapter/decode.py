@@ -5,7 +5,9 @@ Alone, a sequence decodes on its own single-sequence cache, the same graph
 caches (batch_kv.py: full-precision or quantized, left-padded, with array
 masks); a sequence that joins is merged in, one that leaves is extracted
 back into a single cache for the prompt cache store, and when one is left
-the batch becomes its single cache again.
+the batch becomes its single cache again. On CUDA a batched step's attention
+runs in one fused kernel that starts each row at its own first key
+(cuda_attention.py), as mlx fuses it only without a mask.
 
 Steps are pipelined as in `generate_step`: `step()` queues the next forward
 from the tokens sampled last time, before the caller reads those tokens, so
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 from mlx_lm.generate import maybe_quantize_kv_cache
 
-from . import batch_kv
+from . import batch_kv, cuda_attention
 from .sequence import Sequence
 
 
@@ -34,6 +36,7 @@ class Running:
     def __init__(self, model, kv: KVQuantization):
         self.model = model
         self.kv = kv
+        cuda_attention.install(model)  # on CUDA, batched steps attend in one fused kernel
         self.seqs: list[Sequence] = []
         self.cache: list | None = None  # the lone sequence's own cache, or batch layers
         self.pending: mx.array | None = None  # (B,) sampled, not yet fed back nor handed out
