@@ -25,7 +25,10 @@ Two more ways are diagnostics, to find where the batched step loses (--ways):
   attention (wrong replies: what the mask costs);
 - `perrow`: the scheduler with each row's attention run alone over its own
   keys, no mask, so the fused kernel runs (the same replies; full-precision
-  KV only, at 4 bits it is the scheduler).
+  KV only, at 4 bits it is the scheduler);
+- `mlxmask`: the scheduler with mlx's own masked attention in place of the
+  fused CUDA kernel (adapter/cuda_attention.py) the server puts in: what
+  that kernel gains. Elsewhere it is the scheduler.
 The table shows tok/s (all rows together) and the ratio to B=1 of the same way.
 --repeat-layers K runs the model's layers K times over (the same weights, a
 cache each): the full depth of a model whose checkpoint holds part of it.
@@ -55,12 +58,13 @@ from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from _demo import add_model_flags, ints, model_or_demo, same_blas_as_the_server  # noqa: E402
+from mlx_native_server.adapter import cuda_attention  # noqa: E402
 from mlx_native_server.adapter.decode import KVQuantization, Running  # noqa: E402
 from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
 from mlx_native_server.engine.hooks import script_processors  # noqa: E402
 
 WAYS = ("ceiling", "scheduler", "forced")
-DIAGNOSTICS = ("nomask", "perrow")
+DIAGNOSTICS = ("nomask", "perrow", "mlxmask")
 GREEDY = make_sampler(0.0)
 
 
@@ -161,6 +165,7 @@ class _Attention:
     """The model module's attention helpers, swapped for a diagnostic way."""
 
     def __init__(self, model):
+        cuda_attention.install(model)  # as the scheduler's Running does, before these are read
         self.module = importlib.import_module(type(model).__module__)
         self.mask = self.module.create_attention_mask
         self.sdpa = self.module.scaled_dot_product_attention
@@ -171,6 +176,8 @@ class _Attention:
             self.module.create_attention_mask = self._no_mask
         elif way == "perrow":
             self.module.scaled_dot_product_attention = self._per_row
+        elif way == "mlxmask":  # the fused kernel's wrapper keeps mlx-lm's own
+            self.module.scaled_dot_product_attention = getattr(self.sdpa, "original", self.sdpa)
         try:
             yield
         finally:
