@@ -9,13 +9,15 @@ stayed at 1.58x / 2.55x of one sequence at B=2 / 4 where one forward of equal
 rows, unmasked, reaches 2.19x / 3.15x (benchmarks/README.md).
 
 The mask of a batched decode step says only this: row b sees keys from
-`left_padding[b]` on. The kernels below are mlx's own sdpa_vector (one and
-two passes, the same tiling, float accumulation, base-2 softmax) with that
-one change: each row starts reading its keys at its own start. They are
-built with `mx.fast.cuda_kernel` (compiled at the first use) and go in as the
-model module's `scaled_dot_product_attention`, which mlx-lm's attention
-layers call by that module-global name; everything that is not a
-full-precision one-token step over a `BatchKVCache` goes to mlx-lm's own.
+`left_padding[b]` on. The two kernels below are mlx's own two-pass
+sdpa_vector (the same tiling, float accumulation, base-2 softmax) with two
+changes: each row starts reading its keys at its own start, and the query
+heads that share a KV head (GQA: 6 on MiniMax) are served from one read of
+its keys and values, not one read a query head. They are built with
+`mx.fast.cuda_kernel` (compiled at the first use) and go in as the model
+module's `scaled_dot_product_attention`, which mlx-lm's attention layers
+call by that module-global name; everything that is not a full-precision
+one-token step over a `BatchKVCache` goes to mlx-lm's own.
 Before going in, the kernels are checked once against mlx's masked attention
 on this GPU; when they fail or disagree, mlx's path stays and the log says
 why. Removed by an mlx whose CUDA sdpa_vector takes an array mask (or
@@ -33,8 +35,9 @@ import mlx.core as mx
 log = logging.getLogger("mlx_native_server.adapter.cuda_attention")
 
 HEAD_DIMS = (64, 96, 128)  # what sdpa_vector is built for
-ONE_PASS_UP_TO = 1024  # keys one pass takes; more take two, as in mlx
-BLOCKS = 32  # key blocks of the first of two passes (one a lane of the second)
+MAX_GROUP = 16  # query heads a KV head serves (GQA) that the key kernel holds in registers
+BLOCKS = 32  # key blocks a row and KV head is split into: one a lane of the combine kernel
+WARPS = 8  # warps a key block: key i of the row goes to warp i % (BLOCKS * WARPS)
 
 _HEADER = """
 __device__ __forceinline__ float mns_warp_sum(float x) {
@@ -49,127 +52,101 @@ __device__ __forceinline__ float mns_warp_max(float x) {
 #define MNS_LOG2E 1.44269504089f
 """
 
-# The key loop both kernels share: warp `warp` of `warps` reads every
-# `stride`-th key from `first`; lane l holds dimensions VPT*l .. VPT*l+VPT-1.
-_SETUP = """
+# Pass 1, a block for each row, KV head and key block (WARPS warps): each
+# warp reads its keys and values once for all G query heads of the KV head,
+# keeping for each head a running max, sum and output (lane l holds
+# dimensions VPT*l .. VPT*l+VPT-1); then the block's warps are combined into
+# one partial output, sum and max a head. mlx's kernel_sdpav_2pass_1, with
+# the row's first key at starts[b] and the GQA group read together.
+_KEYS = """
   constexpr int VPT = D / 32;
+  __shared__ float outputs[WARPS][33];
+  __shared__ float max_scores[G][WARPS];
+  __shared__ float sum_exp_scores[G][WARPS];
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  const int head = blockIdx.x;
-  const int kv_head = head / (q_shape[1] / k_shape[1]);
-  const int kL = k_shape[2];
-  const float scale_log2 = scale[0] * MNS_LOG2E;
-  const T* Q = q + b * q_strides[0] + head * q_strides[1];
-  const T* K = k + b * k_strides[0] + kv_head * k_strides[1];
-  const T* V = v + b * v_strides[0] + kv_head * v_strides[1];
-  float qr[VPT], o[VPT];
-  for (int i = 0; i < VPT; i++) {
-    qr[i] = scale_log2 * static_cast<float>(Q[(VPT * lane + i) * q_strides[3]]);
-    o[i] = 0.f;
-  }
-  float max_score = MNS_NEG_MAX;
-  float sum_exp = 0.f;
-  for (int i = first; i < kL; i += stride) {
-    const T* Ki = K + i * k_strides[2];
-    const T* Vi = V + i * v_strides[2];
-    float score = 0.f;
-    for (int j = 0; j < VPT; j++) {
-      score += qr[j] * static_cast<float>(Ki[(VPT * lane + j) * k_strides[3]]);
-    }
-    score = mns_warp_sum(score);
-    float new_max = fmaxf(max_score, score);
-    float factor = exp2f(max_score - new_max);
-    float e = exp2f(score - new_max);
-    max_score = new_max;
-    sum_exp = sum_exp * factor + e;
-    for (int j = 0; j < VPT; j++) {
-      o[j] = o[j] * factor + e * static_cast<float>(Vi[(VPT * lane + j) * v_strides[3]]);
-    }
-  }
-"""
-
-# 32 warps over the keys, then across the warps (kernel_sdpav_1pass).
-_ONE_PASS = (
-    """
-  __shared__ float outputs[32][33];
-  __shared__ float max_scores[32];
-  __shared__ float sum_exp_scores[32];
-  const int b = blockIdx.z;
-  const int first = starts[b] + threadIdx.x / 32;
-  const int stride = 32;
-"""
-    + _SETUP
-    + """
-  if (lane == 0) {
-    max_scores[warp] = max_score;
-    sum_exp_scores[warp] = sum_exp;
-  }
-  __syncthreads();
-  max_score = max_scores[lane];
-  float all_max = mns_warp_max(max_score);
-  float factor = exp2f(max_score - all_max);
-  float total = mns_warp_sum(sum_exp_scores[lane] * factor);
-  total = total == 0.f ? 0.f : 1.f / total;
-  for (int i = 0; i < VPT; i++) {
-    outputs[lane][warp] = o[i];
-    __syncthreads();
-    o[i] = mns_warp_sum(outputs[warp][lane] * factor) * total;
-    __syncthreads();
-  }
-  if (lane == 0) {
-    T* O = out + (b * q_shape[1] + head) * D;
-    for (int i = 0; i < VPT; i++) O[VPT * warp + i] = static_cast<T>(o[i]);
-  }
-"""
-)
-
-# BLOCKS blocks of 8 warps over the keys, each writing its partial output,
-# sum and max (kernel_sdpav_2pass_1).
-_PASS_1 = (
-    """
-  __shared__ float outputs[8][33];
-  __shared__ float max_scores[8];
-  __shared__ float sum_exp_scores[8];
+  const int kv_head = blockIdx.x;
   const int b = blockIdx.z / BLOCKS;
   const int block = blockIdx.z % BLOCKS;
-  const int first = starts[b] + block * 8 + threadIdx.x / 32;
-  const int stride = BLOCKS * 8;
-"""
-    + _SETUP
-    + """
+  const int H = q_shape[1];
+  const int kL = k_shape[2];
+  const float scale_log2 = scale[0] * MNS_LOG2E;
+  const T* K = k + b * k_strides[0] + kv_head * k_strides[1];
+  const T* V = v + b * v_strides[0] + kv_head * v_strides[1];
+  float qr[G][VPT], o[G][VPT], max_score[G], sum_exp[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const T* Q = q + b * q_strides[0] + (kv_head * G + g) * q_strides[1];
+#pragma unroll
+    for (int j = 0; j < VPT; j++) {
+      qr[g][j] = scale_log2 * static_cast<float>(Q[(VPT * lane + j) * q_strides[3]]);
+      o[g][j] = 0.f;
+    }
+    max_score[g] = MNS_NEG_MAX;
+    sum_exp[g] = 0.f;
+  }
+  for (int i = starts[b] + block * WARPS + warp; i < kL; i += BLOCKS * WARPS) {
+    const T* Ki = K + i * k_strides[2];
+    const T* Vi = V + i * v_strides[2];
+    float kr[VPT], vr[VPT];
+#pragma unroll
+    for (int j = 0; j < VPT; j++) {
+      kr[j] = static_cast<float>(Ki[(VPT * lane + j) * k_strides[3]]);
+      vr[j] = static_cast<float>(Vi[(VPT * lane + j) * v_strides[3]]);
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float score = 0.f;
+#pragma unroll
+      for (int j = 0; j < VPT; j++) score += qr[g][j] * kr[j];
+      score = mns_warp_sum(score);
+      const float new_max = fmaxf(max_score[g], score);
+      const float factor = exp2f(max_score[g] - new_max);
+      const float e = exp2f(score - new_max);
+      max_score[g] = new_max;
+      sum_exp[g] = sum_exp[g] * factor + e;
+#pragma unroll
+      for (int j = 0; j < VPT; j++) o[g][j] = o[g][j] * factor + e * vr[j];
+    }
+  }
   if (lane == 0) {
-    max_scores[warp] = max_score;
-    sum_exp_scores[warp] = sum_exp;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      max_scores[g][warp] = max_score[g];
+      sum_exp_scores[g][warp] = sum_exp[g];
+    }
   }
   __syncthreads();
-  float m = lane < 8 ? max_scores[lane] : MNS_NEG_MAX;
-  float block_max = mns_warp_max(m);
-  float s = lane < 8 ? sum_exp_scores[lane] * exp2f(m - block_max) : 0.f;
-  s = mns_warp_sum(s);
-  const int p = (b * q_shape[1] + head) * BLOCKS + block;
-  if (warp == 0 && lane == 0) {
-    sums[p] = s;
-    maxs[p] = block_max;
-  }
-  const float ff = exp2f(max_scores[warp] - block_max);
-  for (int i = 0; i < VPT; i++) {
-    outputs[warp][lane] = o[i] * ff;
-    __syncthreads();
-    if (warp == 0) {
-      float ot = 0.f;
-      for (int j = 0; j < 8; j++) ot += outputs[j][lane];
-      o[i] = ot;
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const float m = lane < WARPS ? max_scores[g][lane] : MNS_NEG_MAX;
+    const float block_max = mns_warp_max(m);
+    const float s = mns_warp_sum(lane < WARPS ? sum_exp_scores[g][lane] * exp2f(m - block_max) : 0.f);
+    const int p = (b * H + kv_head * G + g) * BLOCKS + block;
+    if (warp == 0 && lane == 0) {
+      sums[p] = s;
+      maxs[p] = block_max;
     }
-    __syncthreads();
-  }
-  if (warp == 0) {
-    for (int i = 0; i < VPT; i++) partials[p * D + VPT * lane + i] = o[i];
+    const float ff = exp2f(max_scores[g][warp] - block_max);
+#pragma unroll
+    for (int j = 0; j < VPT; j++) {
+      outputs[warp][lane] = o[g][j] * ff;
+      __syncthreads();
+      if (warp == 0) {
+        float ot = 0.f;
+        for (int w = 0; w < WARPS; w++) ot += outputs[w][lane];
+        partials[p * D + VPT * lane + j] = ot;
+      }
+      __syncthreads();
+    }
   }
 """
-)
 
-# One block a head and row: warp w takes block w's partial (kernel_sdpav_2pass_2).
-_PASS_2 = """
+# Pass 2, a block for each row and query head (32 warps): warp w takes key
+# block w's partial output, lanes the blocks' sums and maxes, and the
+# transpose through shared memory adds the blocks up (mlx's
+# kernel_sdpav_2pass_2).
+_COMBINE = """
   constexpr int VPT = D / 32;
   __shared__ float outputs[32][33];
   const int lane = threadIdx.x % 32;
@@ -183,16 +160,16 @@ _PASS_2 = """
   float total = mns_warp_sum(sums[p + lane] * factor);
   total = total == 0.f ? 0.f : 1.f / total;
   float o[VPT];
-  for (int i = 0; i < VPT; i++) o[i] = partials[(p + warp) * D + VPT * lane + i];
-  for (int i = 0; i < VPT; i++) {
-    outputs[lane][warp] = o[i];
+  for (int j = 0; j < VPT; j++) o[j] = partials[(p + warp) * D + VPT * lane + j];
+  for (int j = 0; j < VPT; j++) {
+    outputs[lane][warp] = o[j];
     __syncthreads();
-    o[i] = mns_warp_sum(outputs[warp][lane] * factor) * total;
+    o[j] = mns_warp_sum(outputs[warp][lane] * factor) * total;
     __syncthreads();
   }
   if (lane == 0) {
     T* O = out + (b * partials_shape[1] + head) * D;
-    for (int i = 0; i < VPT; i++) O[VPT * warp + i] = static_cast<T>(o[i]);
+    for (int j = 0; j < VPT; j++) O[VPT * warp + j] = static_cast<T>(o[j]);
   }
 """
 
@@ -220,39 +197,43 @@ def _kernel(name: str, inputs: list[str], outputs: list[str], source: str):
     return _kernels[name]
 
 
+def fits(queries: mx.array, keys: mx.array, values: mx.array) -> bool:
+    """Shapes the kernels are built for: one query a row, a head_dim
+    sdpa_vector knows, and at most MAX_GROUP query heads a KV head."""
+    heads, kv_heads, dim = queries.shape[1], keys.shape[1], queries.shape[-1]
+    return (
+        queries.shape[2] == 1
+        and dim in HEAD_DIMS
+        and keys.shape[-1] == values.shape[-1] == dim
+        and heads % kv_heads == 0
+        and heads // kv_heads <= MAX_GROUP
+    )
+
+
 def decode_attention(
     queries: mx.array, keys: mx.array, values: mx.array, starts: mx.array, scale: float
 ) -> mx.array:
     """Attention of one query a row, (B, H, 1, D), over keys and values
     (B, H_kv, L, D), where row b attends to keys `starts[b]` .. L-1 only:
     what `mx.fast.scaled_dot_product_attention` gives with the mask
-    `arange(L) >= starts[:, None]`."""
+    `arange(L) >= starts[:, None]`. The shapes must pass `fits`."""
     B, H, _, D = queries.shape
+    kv_heads = keys.shape[1]
     dtype = queries.dtype
     template = [("T", dtype), ("D", D), ("BLOCKS", BLOCKS)]
-    qkv = [queries, keys, values, starts.astype(mx.int32), _scale(scale)]
-    names = ["q", "k", "v", "starts", "scale"]
-    if keys.shape[2] <= ONE_PASS_UP_TO:
-        one = _kernel("one_pass", names, ["out"], _ONE_PASS)
-        return one(
-            inputs=qkv,
-            template=template,
-            grid=(H * 1024, 1, B),
-            threadgroup=(1024, 1, 1),
-            output_shapes=[(B, H, 1, D)],
-            output_dtypes=[dtype],
-        )[0]
-    first = _kernel("pass_1", names, ["partials", "sums", "maxs"], _PASS_1)
-    partials, sums, maxs = first(
-        inputs=qkv,
-        template=template,
-        grid=(H * 256, 1, B * BLOCKS),
-        threadgroup=(256, 1, 1),
+    by_keys = _kernel(
+        "keys", ["q", "k", "v", "starts", "scale"], ["partials", "sums", "maxs"], _KEYS
+    )
+    partials, sums, maxs = by_keys(
+        inputs=[queries, keys, values, starts.astype(mx.int32), _scale(scale)],
+        template=template + [("G", H // kv_heads), ("WARPS", WARPS)],
+        grid=(kv_heads * WARPS * 32, 1, B * BLOCKS),
+        threadgroup=(WARPS * 32, 1, 1),
         output_shapes=[(B, H, BLOCKS, D), (B, H, BLOCKS), (B, H, BLOCKS)],
         output_dtypes=[mx.float32] * 3,
     )
-    second = _kernel("pass_2", ["partials", "sums", "maxs"], ["out"], _PASS_2)
-    return second(
+    combine = _kernel("combine", ["partials", "sums", "maxs"], ["out"], _COMBINE)
+    return combine(
         inputs=[partials, sums, maxs],
         template=template,
         grid=(H * 1024, 1, B),
@@ -272,8 +253,8 @@ def reference(queries, keys, values, starts, scale) -> mx.array:
 
 def disagreement(dtype=mx.bfloat16, head_dim: int = 128) -> float:
     """The largest difference between the kernels and `reference`, at a
-    one-pass and a two-pass key length, over views of a larger buffer (as a
-    cache's keys are); raises what the kernels raise."""
+    short and a long key length, over views of a larger buffer (as a cache's
+    keys are); raises what the kernels raise."""
     worst = 0.0
     keys_of = mx.random.split(mx.random.key(0), 3)  # mlx's global random state stays as it was
     for length, starts in ((40, [0, 7, 39]), (2100, [0, 1500, 3])):
@@ -330,12 +311,10 @@ def install(model) -> bool:
 
     def scaled_dot_product_attention(queries, keys, values, cache, scale, mask, sinks=None):
         if (
-            queries.shape[2] == 1
-            and isinstance(mask, mx.array)
+            isinstance(mask, mx.array)
             and sinks is None
             and type(cache) is BatchKVCache
-            and queries.shape[-1] in HEAD_DIMS
-            and keys.shape[-1] == values.shape[-1] == queries.shape[-1]
+            and fits(queries, keys, values)
         ):
             return decode_attention(queries, keys, values, cache.left_padding, scale)
         return original(queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks)
