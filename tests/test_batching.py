@@ -71,8 +71,10 @@ def test_greedy_replies_are_the_same_alone_and_batched(kv_server):
     alone = [reply(p) for p in PROMPTS]
     before = batching(kv_server)["batched_steps"]
     batched = together(reply, PROMPTS)
-    assert batching(kv_server)["batched_steps"] > before, "the requests never decoded together"
+    stats = batching(kv_server)
+    assert stats["batched_steps"] > before, "the requests never decoded together"
     assert batched == alone
+    assert stats["attention"] == "mlx"  # the fused kernel is CUDA's (test_cuda_attention.py)
 
 
 def test_each_stream_gets_its_own_tokens(kv_server):

@@ -52,6 +52,7 @@ def attention(model, monkeypatch):
     module = importlib.import_module(type(model).__module__)
     monkeypatch.setattr(module, "scaled_dot_product_attention", module.scaled_dot_product_attention)
     monkeypatch.setattr(cuda_attention, "_installed", {})
+    monkeypatch.setattr(cuda_attention, "_path", "mlx")
     monkeypatch.setattr(cuda_attention, "applies", lambda: True)
     monkeypatch.setattr(cuda_attention, "disagreement", lambda: 0.0)
     calls: list[tuple[list[int], int]] = []
@@ -81,6 +82,7 @@ def test_a_batched_step_attends_through_the_kernel_from_each_rows_start(model, a
     wrapper = module.scaled_dot_product_attention
     assert wrapper.original is not None
     after = step(model, batch_kv.merge, [3, 8])
+    assert cuda_attention.path() == "cuda-kernel"
     longest = max(len(p) for p in PROMPTS)
     padding = [longest - len(p) for p in PROMPTS]
     assert calls == [(padding, longest + 1)] * len(model.layers)  # every layer, the batch's starts
@@ -117,6 +119,8 @@ def test_a_kernel_that_fails_its_check_leaves_mlxs_attention(
         assert not cuda_attention.install(model)
     assert module.scaled_dot_product_attention is own
     assert "stays on mlx's masked path" in caplog.text
+    why = "the kernel failed: nvrtc: error" if failure == "raises" else "differs from it by 1.0000"
+    assert cuda_attention.path().startswith("mlx (") and why in cuda_attention.path()
 
 
 def test_nothing_changes_off_cuda(model, attention, monkeypatch):
@@ -125,3 +129,4 @@ def test_nothing_changes_off_cuda(model, attention, monkeypatch):
     monkeypatch.setattr(cuda_attention, "applies", lambda: False)
     assert not cuda_attention.install(model)
     assert module.scaled_dot_product_attention is own
+    assert cuda_attention.path() == "mlx"

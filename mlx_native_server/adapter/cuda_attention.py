@@ -278,6 +278,21 @@ def applies() -> bool:
 
 
 _installed: dict[str, bool] = {}  # module name -> whether the kernel went in
+_path = "mlx"  # what batched decode attention runs on, for /status (path())
+
+
+def path() -> str:
+    """What a batched decode step's attention runs on, for /status:
+    "cuda-kernel" (the kernels here), or "mlx" (mlx's own attention; on CUDA
+    with the reason the kernels stayed out)."""
+    return _path
+
+
+def _keep_mlx(why: str) -> bool:
+    global _path
+    _path = f"mlx ({why})"
+    log.warning("batched decode attention stays on mlx's masked path: %s", why)
+    return False
 
 
 def install(model) -> bool:
@@ -298,15 +313,9 @@ def install(model) -> bool:
     try:
         worst = disagreement()
     except Exception as e:  # the kernel did not compile or run on this GPU
-        log.warning(
-            "batched decode attention stays on mlx's masked path: the kernel failed (%s)", e
-        )
-        return False
+        return _keep_mlx(f"the kernel failed: {e}")
     if worst > TOLERANCE:
-        log.warning(
-            "batched decode attention stays on mlx's masked path: the kernel differs by %.4f", worst
-        )
-        return False
+        return _keep_mlx(f"the kernel differs from it by {worst:.4f}")
     from mlx_lm.models.cache import BatchKVCache
 
     def scaled_dot_product_attention(queries, keys, values, cache, scale, mask, sinks=None):
@@ -322,5 +331,7 @@ def install(model) -> bool:
     scaled_dot_product_attention.original = original  # type: ignore[attr-defined]
     setattr(module, "scaled_dot_product_attention", scaled_dot_product_attention)  # noqa: B010
     _installed[name] = True
+    global _path
+    _path = "cuda-kernel"
     log.info("batched decode attention: a fused CUDA kernel with per-row key starts (%s)", name)
     return True

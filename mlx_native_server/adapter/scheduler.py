@@ -34,6 +34,7 @@ from mlx_lm.generate import wired_limit
 from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from ..engine.types import PrefillCancelled
+from . import cuda_attention
 from .decode import KVQuantization, Running
 from .sequence import Sequence
 
@@ -73,8 +74,8 @@ class Scheduler:
                 if self.prefilling:
                     self._prefill()
 
-    def stats(self) -> dict[str, int]:
-        """What /status shows; read from other threads (plain ints)."""
+    def stats(self) -> dict[str, int | str]:
+        """What /status shows; read from other threads (plain values)."""
         running = self.running
         return {
             "decoding": len(running) if running is not None else 0,
@@ -83,6 +84,7 @@ class Scheduler:
             "steps": self.steps,
             "batched_steps": self.batched_steps,
             "widest_batch": self.widest,
+            "attention": cuda_attention.path(),
         }
 
     def tokens_to_come(self) -> int:

@@ -272,9 +272,10 @@ class Engine:
     def join(self) -> None:
         self._upstream.join()
 
-    def batch_stats(self) -> dict[str, int] | None:
-        """Sequences decoding, prefilling and queued in the engine, and how
-        many decode steps ran batched (None under mlx.launch)."""
+    def batch_stats(self) -> dict[str, int | str] | None:
+        """Sequences decoding, prefilling and queued in the engine, how many
+        decode steps ran batched, and what their attention runs on (None
+        under mlx.launch)."""
         return self._upstream.batch_stats()
 
     def cache_stats(self) -> dict[str, Any]:
