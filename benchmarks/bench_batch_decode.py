@@ -78,11 +78,23 @@ class _Vocab:
         return mx.random.randint(8, self.size - 300, (n,), key=mx.random.key(seed)).tolist()
 
 
+PREFILL_STEP = 2048  # tokens a prefill forward, as the server's prefill_step_size
+
+
+def prefill(model, tokens: mx.array, cache: list) -> mx.array:
+    """Run (B, n) tokens into `cache` in PREFILL_STEP chunks (one forward of
+    a long prompt fails in mlx's CUDA graph code); the last chunk's logits."""
+    for start in range(0, tokens.shape[1], PREFILL_STEP):
+        logits = model(tokens[:, start : start + PREFILL_STEP], cache=cache)
+        mx.eval([c.state for c in cache])
+    return logits
+
+
 def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> float:
     """tok/s of one forward a step over `batch` equal rows of a plain cache."""
     cache = make_prompt_cache(model)
     prompt = mx.array([vocab.tokens(context, 1000 + i) for i in range(batch)])
-    y = mx.argmax(model(prompt, cache=cache)[:, -1, :], axis=-1)
+    y = mx.argmax(prefill(model, prompt, cache)[:, -1, :], axis=-1)
     maybe_quantize_kv_cache(cache, kv.start, kv.group_size, kv.bits)
     mx.eval(y)
 
@@ -133,7 +145,7 @@ def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> float:
             text = " ".join(["word"] * (steps * 2 + 16))
             procs = script_processors(text, tokenizer.encode, tokenizer.eos_token_id)
         seq = _sequence(model, tokenizer, prompt, procs)
-        model(mx.array(seq.todo[:-1])[None], cache=seq.cache)
+        prefill(model, mx.array(seq.todo[:-1])[None], seq.cache)
         running.quantize_single(seq.cache)
         seq.fed(seq.todo[:-1])
         seq.todo = seq.todo[-1:]
