@@ -197,16 +197,18 @@ def _kernel(name: str, inputs: list[str], outputs: list[str], source: str):
     return _kernels[name]
 
 
+def built_for(heads: int, kv_heads: int, head_dim: int) -> bool:
+    """A head_dim sdpa_vector knows, and at most MAX_GROUP query heads a KV head."""
+    return head_dim in HEAD_DIMS and heads % kv_heads == 0 and heads // kv_heads <= MAX_GROUP
+
+
 def fits(queries: mx.array, keys: mx.array, values: mx.array) -> bool:
-    """Shapes the kernels are built for: one query a row, a head_dim
-    sdpa_vector knows, and at most MAX_GROUP query heads a KV head."""
-    heads, kv_heads, dim = queries.shape[1], keys.shape[1], queries.shape[-1]
+    """One query a row, at a shape the kernels are built for."""
+    dim = queries.shape[-1]
     return (
         queries.shape[2] == 1
-        and dim in HEAD_DIMS
         and keys.shape[-1] == values.shape[-1] == dim
-        and heads % kv_heads == 0
-        and heads // kv_heads <= MAX_GROUP
+        and built_for(queries.shape[1], keys.shape[1], dim)
     )
 
 
@@ -251,21 +253,28 @@ def reference(queries, keys, values, starts, scale) -> mx.array:
     )
 
 
-def disagreement(dtype=mx.bfloat16, head_dim: int = 128) -> float:
-    """The largest difference between the kernels and `reference`, at a
-    short and a long key length, over views of a larger buffer (as a cache's
-    keys are); raises what the kernels raise."""
+def disagreement(
+    dtype=mx.bfloat16,
+    head_dim: int = 128,
+    lengths: tuple[int, ...] = (40, 2100),
+    heads: int = 12,
+    kv_heads: int = 2,
+) -> float:
+    """The largest difference between the kernels and `reference` at each
+    of `lengths` keys: four rows starting at key 0, n/2, n-1 and n/7, their
+    keys a view of a longer buffer (as a cache's are); raises what the
+    kernels raise."""
     worst = 0.0
-    keys_of = mx.random.split(mx.random.key(0), 3)  # mlx's global random state stays as it was
-    for length, starts in ((40, [0, 7, 39]), (2100, [0, 1500, 3])):
-        buffer = mx.random.normal((3, 2, length + 16, head_dim), key=keys_of[0]).astype(dtype)
-        keys = buffer[:, :, :length, :]
-        values = mx.random.normal((3, 2, length, head_dim), key=keys_of[1]).astype(dtype)
-        queries = mx.random.normal((3, 12, 1, head_dim), key=keys_of[2]).astype(dtype)
-        rows = mx.array(starts)
-        ours = decode_attention(queries, keys, values, rows, head_dim**-0.5)
-        theirs = reference(queries, keys, values, rows, head_dim**-0.5)
-        worst = max(worst, cast(float, (ours - theirs).abs().max().item()))
+    for n in lengths:
+        # explicit keys: mlx's global random state stays as it was
+        seeds = mx.random.split(mx.random.key(n), 3)
+        buffer = mx.random.normal((4, kv_heads, n + 64, head_dim), key=seeds[0]).astype(dtype)
+        keys = buffer[:, :, :n, :]
+        values = mx.random.normal((4, kv_heads, n, head_dim), key=seeds[1]).astype(dtype)
+        queries = mx.random.normal((4, heads, 1, head_dim), key=seeds[2]).astype(dtype)
+        args = (queries, keys, values, mx.array([0, n // 2, n - 1, n // 7]), head_dim**-0.5)
+        diff = decode_attention(*args) - reference(*args)
+        worst = max(worst, cast(float, diff.abs().max().item()))
     return worst
 
 
@@ -275,6 +284,19 @@ TOLERANCE = 0.02  # bfloat16 outputs of softmax-weighted averages of N(0, 1) val
 def applies() -> bool:
     """On the CUDA backend, where mlx has no fused masked decode attention."""
     return mx.cuda.is_available() and mx.default_device() == mx.gpu
+
+
+def _attention_shape(model) -> tuple[int, int, int]:
+    """(query heads, KV heads, head_dim) from mlx-lm's ModelArgs, or a
+    GQA shape the kernels take where the names differ."""
+    a: Any = getattr(model, "args", None)
+    try:
+        heads = int(a.num_attention_heads)
+        kv_heads = int(getattr(a, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(a, "head_dim", None) or a.hidden_size // heads)
+    except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+        return 12, 2, 128
+    return heads, kv_heads, head_dim
 
 
 _installed: dict[str, bool] = {}  # module name -> whether the kernel went in
@@ -310,8 +332,11 @@ def install(model) -> bool:
     if original is None:
         log.info("%s calls no scaled_dot_product_attention: batched decode keeps mlx's", name)
         return False
-    try:
-        worst = disagreement()
+    heads, kv_heads, head_dim = _attention_shape(model)
+    if not built_for(heads, kv_heads, head_dim):
+        return _keep_mlx(f"no kernel for {heads} heads on {kv_heads} KV heads of {head_dim}")
+    try:  # at the model's own shape, so its kernels are compiled before the first batch
+        worst = disagreement(head_dim=head_dim, heads=heads, kv_heads=kv_heads)
     except Exception as e:  # the kernel did not compile or run on this GPU
         return _keep_mlx(f"the kernel failed: {e}")
     if worst > TOLERANCE:
