@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The fused decode attention of a left-padded batch on CUDA
-(adapter/cuda_attention.py): its largest difference from mlx's masked
+(adapter/cuda_kernels.py): its largest difference from mlx's masked
 attention over a range of shapes, then one layer's attention timed three
 ways (the kernel, mlx masked, mlx unmasked) at the REAP-50 widths.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 import mlx.core as mx  # noqa: E402
 
 from _demo import ints  # noqa: E402
-from mlx_native_server.adapter import cuda_attention  # noqa: E402
+from mlx_native_server.adapter import cuda_attention, cuda_kernels  # noqa: E402
 
 
 def normal(shape, seed: int, dtype) -> mx.array:
@@ -38,8 +38,8 @@ def check(heads: int, kv_heads: int) -> int:
     for dtype in (mx.bfloat16, mx.float16):
         for dim in (64, 96, 128):
             for n in (1, 33, 1024, 1025, 5000):
-                worst = cuda_attention.disagreement(dtype, dim, (n,), heads, kv_heads)
-                off += worst > cuda_attention.TOLERANCE
+                worst = cuda_kernels.disagreement(dtype, dim, (n,), heads, kv_heads)
+                off += worst > cuda_kernels.TOLERANCE
                 print(f"  {dtype}, head_dim {dim}, {n} keys: largest difference {worst:.5f}")
     return off
 
@@ -59,7 +59,7 @@ def three_ways(queries, keys, values, starts, calls: int) -> list[float]:
     mask = (mx.arange(keys.shape[2])[None] >= starts[:, None])[:, None, None, :]
     sdpa = mx.fast.scaled_dot_product_attention
     return [
-        timed(lambda: cuda_attention.decode_attention(queries, keys, values, starts, scale), calls),
+        timed(lambda: cuda_kernels.decode_attention(queries, keys, values, starts, scale), calls),
         timed(lambda: sdpa(queries, keys, values, scale=scale, mask=mask), calls),
         timed(lambda: sdpa(queries, keys, values, scale=scale), calls),
     ]
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{mx.default_device()}: the kernel against mlx's masked attention")
     off = check(args.heads, args.kv_heads)
-    print(f"shapes over the tolerance of {cuda_attention.TOLERANCE}: {off}\n")
+    print(f"shapes over the tolerance of {cuda_kernels.TOLERANCE}: {off}\n")
     dim = 128
     print(f"{'rows':>5} {'keys':>7} {'kernel µs':>10} {'mlx masked':>11} {'mlx unmasked':>13}")
     for b in args.batches:

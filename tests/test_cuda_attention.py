@@ -1,4 +1,5 @@
-"""adapter/cuda_attention.py: the fused decode attention of a left-padded batch.
+"""adapter/cuda_attention.py and cuda_kernels.py: the fused decode attention of
+a left-padded batch.
 
 The kernels themselves run only on CUDA (the first test, skipped elsewhere);
 on any backend the rest checks where the model's attention hands over to them
@@ -16,7 +17,7 @@ import pytest
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import load
 
-from mlx_native_server.adapter import batch_kv, cuda_attention
+from mlx_native_server.adapter import batch_kv, cuda_attention, cuda_kernels
 
 
 @pytest.mark.skipif(not cuda_attention.applies(), reason="the kernels run on CUDA only")
@@ -24,8 +25,8 @@ from mlx_native_server.adapter import batch_kv, cuda_attention
 @pytest.mark.parametrize("head_dim", [64, 96, 128])
 def test_kernel_matches_mlx_masked_attention(dtype, head_dim):
     lengths = (1, 33, 1024, 1025, 5000)  # one key, a few, and past mlx's one-pass limit
-    worst = cuda_attention.disagreement(dtype, head_dim, lengths, heads=48, kv_heads=8)
-    assert worst <= cuda_attention.TOLERANCE
+    worst = cuda_kernels.disagreement(dtype, head_dim, lengths, heads=48, kv_heads=8)
+    assert worst <= cuda_kernels.TOLERANCE
 
 
 PROMPTS = [[1, 5, 9, 33, 70, 120, 7], [4, 2, 88, 61, 19, 240, 3, 9, 11, 17, 52, 99, 6, 300]]
@@ -51,7 +52,7 @@ def attention(model, monkeypatch):
 
     def kernel(queries, keys, values, starts, scale):
         calls.append((starts.tolist(), keys.shape[2]))
-        return cuda_attention.reference(queries, keys, values, starts, scale)
+        return cuda_kernels.reference(queries, keys, values, starts, scale)
 
     monkeypatch.setattr(cuda_attention, "decode_attention", kernel)
     return module, calls
