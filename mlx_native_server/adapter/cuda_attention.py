@@ -9,10 +9,10 @@ stayed at 1.58x / 2.55x of one sequence at B=2 / 4 where one forward of equal
 rows, unmasked, reaches 2.19x / 3.15x (benchmarks/README.md).
 
 The mask of a batched decode step says only this: row b sees keys from
-`left_padding[b]` on. The kernels of cuda_kernels.py are mlx's own two-pass
-sdpa_vector with that start for each row, and with the query heads that
-share a KV head (GQA: 6 on MiniMax) served from one read of its keys and
-values. Here they go in as the model module's
+`left_padding[b]` on. The kernels of cuda_kernels.py are mlx's own
+sdpa_vector with that start for each row (and, past 1024 keys, the query
+heads that share a KV head, 6 on MiniMax, served from one read of its keys
+and values). Here they go in as the model module's
 `scaled_dot_product_attention`, which mlx-lm's attention layers call by that
 module-global name; everything that is not a full-precision one-token step
 over a `BatchKVCache` goes to mlx-lm's own.
