@@ -31,6 +31,24 @@ __device__ __forceinline__ float mns_warp_max(float x) {
 }
 #define MNS_NEG_MAX (-3.402823466e+38f)
 #define MNS_LOG2E 1.44269504089f
+// 32 warps of 32 lanes: warp w holds output o of part w (lane l: dimensions
+// VPT*l ..), lane l the weight `factor` of part l; the transpose through
+// `outputs` sums the parts for each dimension, times `total`, into O.
+template <typename T, int VPT>
+__device__ __forceinline__ void mns_sum_parts(
+    float* o, float factor, float total, float (*outputs)[33], T* O) {
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  for (int j = 0; j < VPT; j++) {
+    outputs[lane][warp] = o[j];
+    __syncthreads();
+    o[j] = mns_warp_sum(outputs[warp][lane] * factor) * total;
+    __syncthreads();
+  }
+  if (lane == 0) {
+    for (int j = 0; j < VPT; j++) O[VPT * warp + j] = static_cast<T>(o[j]);
+  }
+}
 """
 
 # Up to ONE_PASS_UP_TO keys: one block of 32 warps for each row and query
@@ -89,16 +107,7 @@ _ONE_PASS = """
   float factor = exp2f(max_score - all_max);
   float total = mns_warp_sum(sum_exp_scores[lane] * factor);
   total = total == 0.f ? 0.f : 1.f / total;
-  for (int i = 0; i < VPT; i++) {
-    outputs[lane][warp] = o[i];
-    __syncthreads();
-    o[i] = mns_warp_sum(outputs[warp][lane] * factor) * total;
-    __syncthreads();
-  }
-  if (lane == 0) {
-    T* O = out + (b * q_shape[1] + head) * D;
-    for (int i = 0; i < VPT; i++) O[VPT * warp + i] = static_cast<T>(o[i]);
-  }
+  mns_sum_parts<T, VPT>(o, factor, total, outputs, out + (b * q_shape[1] + head) * D);
 """
 
 # Pass 1, a block for each row, KV head and key block (WARPS warps): each
@@ -210,16 +219,7 @@ _COMBINE = """
   total = total == 0.f ? 0.f : 1.f / total;
   float o[VPT];
   for (int j = 0; j < VPT; j++) o[j] = partials[(p + warp) * D + VPT * lane + j];
-  for (int j = 0; j < VPT; j++) {
-    outputs[lane][warp] = o[j];
-    __syncthreads();
-    o[j] = mns_warp_sum(outputs[warp][lane] * factor) * total;
-    __syncthreads();
-  }
-  if (lane == 0) {
-    T* O = out + (b * partials_shape[1] + head) * D;
-    for (int j = 0; j < VPT; j++) O[VPT * warp + j] = static_cast<T>(o[j]);
-  }
+  mns_sum_parts<T, VPT>(o, factor, total, outputs, out + (b * partials_shape[1] + head) * D);
 """
 
 _kernels: dict[str, Any] = {}
@@ -273,20 +273,24 @@ def decode_attention(
     dtype = queries.dtype
     template = [("T", dtype), ("D", D), ("BLOCKS", BLOCKS)]
     qkvs = [queries, keys, values, starts.astype(mx.int32), _scale(scale)]
-    if keys.shape[2] <= ONE_PASS_UP_TO:
-        one = _kernel("one_pass", ["q", "k", "v", "starts", "scale"], ["out"], _ONE_PASS)
-        return one(
-            inputs=qkvs,
+
+    def a_block_a_head(name: str, inputs: list[str], source: str, arrays: list) -> mx.array:
+        """Run a kernel of 32 warps for each row and query head, into (B, H, 1, D)."""
+        return _kernel(name, inputs, ["out"], source)(
+            inputs=arrays,
             template=template,
             grid=(H * 1024, 1, B),
             threadgroup=(1024, 1, 1),
             output_shapes=[(B, H, 1, D)],
             output_dtypes=[dtype],
         )[0]
+
+    if keys.shape[2] <= ONE_PASS_UP_TO:
+        return a_block_a_head("one_pass", ["q", "k", "v", "starts", "scale"], _ONE_PASS, qkvs)
     by_keys = _kernel(
         "keys", ["q", "k", "v", "starts", "scale"], ["partials", "sums", "maxs"], _KEYS
     )
-    partials, sums, maxs = by_keys(
+    parts = by_keys(
         inputs=qkvs,
         template=template + [("G", H // kv_heads), ("WARPS", WARPS)],
         grid=(kv_heads * WARPS * 32, 1, B * BLOCKS),
@@ -294,15 +298,7 @@ def decode_attention(
         output_shapes=[(B, H, BLOCKS, D), (B, H, BLOCKS), (B, H, BLOCKS)],
         output_dtypes=[mx.float32] * 3,
     )
-    combine = _kernel("combine", ["partials", "sums", "maxs"], ["out"], _COMBINE)
-    return combine(
-        inputs=[partials, sums, maxs],
-        template=template,
-        grid=(H * 1024, 1, B),
-        threadgroup=(1024, 1, 1),
-        output_shapes=[(B, H, 1, D)],
-        output_dtypes=[dtype],
-    )[0]
+    return a_block_a_head("combine", ["partials", "sums", "maxs"], _COMBINE, parts)
 
 
 def reference(queries, keys, values, starts, scale) -> mx.array:
