@@ -118,7 +118,7 @@ def test_a_kernel_that_fails_its_check_leaves_mlxs_attention(
     why = {
         "raises": "the kernel failed: nvrtc: error",
         "differs": "differs from it by 1.0000",
-        "shape": "no kernel for 48 heads on 8 KV heads of 80",
+        "shape": "no kernel for 48 query heads on 8 KV heads of head_dim 80",
     }[failure]
     assert cuda_attention.path().startswith("mlx (") and why in cuda_attention.path()
 

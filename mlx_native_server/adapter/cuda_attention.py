@@ -88,7 +88,9 @@ def install(model) -> bool:
         return False
     heads, kv_heads, head_dim = _attention_shape(model)
     if not built_for(heads, kv_heads, head_dim):
-        return _keep_mlx(f"no kernel for {heads} heads on {kv_heads} KV heads of {head_dim}")
+        return _keep_mlx(
+            f"no kernel for {heads} query heads on {kv_heads} KV heads of head_dim {head_dim}"
+        )
     try:  # at the model's own shape, so its kernels are compiled before the first batch
         worst = disagreement(head_dim=head_dim, heads=heads, kv_heads=kv_heads)
     except Exception as e:  # the kernel did not compile or run on this GPU
