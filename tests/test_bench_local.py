@@ -281,7 +281,9 @@ def test_concurrency_runs_sessions_at_once_and_reports_the_aggregate(tmp_path):
             "--base-url", url, "--concurrency", "3", "--runs", "2", "--json", str(out), timeout=60
         )
     assert result.returncode == 0, result.stderr
-    assert CountingHandler.most == 3
+    # All three at once. (A session's next request can arrive before the
+    # handler that answered its last one has counted itself out: hence >=.)
+    assert CountingHandler.most >= 3
     report = json.loads(out.read_text())
     assert [(s["session"], s["seed"]) for s in report["sessions"]] == [(1, 0), (2, 1), (3, 2)]
     assert all(len(s["runs"]) == 2 for s in report["sessions"])
