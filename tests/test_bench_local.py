@@ -256,7 +256,9 @@ def test_first_token_is_timed_when_it_arrives_not_when_the_stream_ends(fake_url,
 
 
 class CountingHandler(FakeHandler):
-    """The fake server, counting the most chat requests it served at once."""
+    """The fake server, counting the most chat requests it served at once.
+    A request counts itself out before its `[DONE]`: the client may send its
+    next one as soon as it reads that, before this handler returns."""
 
     lock = threading.Lock()
     in_flight = most = 0
@@ -266,11 +268,22 @@ class CountingHandler(FakeHandler):
         with cls.lock:
             cls.in_flight += 1
             cls.most = max(cls.most, cls.in_flight)
+        self.counted = True
         try:
             super().do_POST()
         finally:
-            with cls.lock:
-                cls.in_flight -= 1
+            self.leave()
+
+    def event(self, text: str, then_sleep: float) -> None:
+        if "[DONE]" in text:
+            self.leave()
+        super().event(text, then_sleep)
+
+    def leave(self) -> None:
+        if self.counted:
+            self.counted = False
+            with CountingHandler.lock:
+                CountingHandler.in_flight -= 1
 
 
 def test_concurrency_runs_sessions_at_once_and_reports_the_aggregate(tmp_path):
@@ -281,9 +294,7 @@ def test_concurrency_runs_sessions_at_once_and_reports_the_aggregate(tmp_path):
             "--base-url", url, "--concurrency", "3", "--runs", "2", "--json", str(out), timeout=60
         )
     assert result.returncode == 0, result.stderr
-    # All three at once. (A session's next request can arrive before the
-    # handler that answered its last one has counted itself out: hence >=.)
-    assert CountingHandler.most >= 3
+    assert CountingHandler.most == 3
     report = json.loads(out.read_text())
     assert [(s["session"], s["seed"]) for s in report["sessions"]] == [(1, 0), (2, 1), (3, 2)]
     assert all(len(s["runs"]) == 2 for s in report["sessions"])
