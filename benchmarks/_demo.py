@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import mlx.core as mx
+
 from mlx_native_server.core import blas
 from mlx_native_server.models import demo as dm
 from mlx_native_server.models import demo_tokenizer
@@ -61,6 +63,24 @@ def demo_model(tmp: Path, name: str) -> tuple[Path, str]:
 def ints(text: str) -> list[int]:
     """A comma-separated list of whole numbers (an argparse type)."""
     return [int(x) for x in text.split(",") if x]
+
+
+PREFILL_STEP = 2048  # tokens a prefill forward, as the server's prefill_step_size
+
+
+def random_ids(vocab: int, n: int, seed: int) -> mx.array:
+    """n token ids drawn by `seed`, away from the vocabulary's ends (its special tokens)."""
+    return mx.random.randint(8, vocab - 300, (n,), key=mx.random.key(seed))
+
+
+def prefill(model, tokens: mx.array, cache: list) -> mx.array:
+    """Run (B, n) tokens into `cache` in PREFILL_STEP chunks, each evaluated
+    (one forward of a long prompt fails in mlx's CUDA graph code); the last
+    chunk's logits."""
+    for start in range(0, tokens.shape[1], PREFILL_STEP):
+        logits = model(tokens[:, start : start + PREFILL_STEP], cache=cache)
+        mx.eval([c.state for c in cache])
+    return logits
 
 
 def add_model_flags(p) -> None:

@@ -57,7 +57,14 @@ from mlx_lm.generate import make_stop_sequences, maybe_quantize_kv_cache  # noqa
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
-from _demo import add_model_flags, ints, model_or_demo, same_blas_as_the_server  # noqa: E402
+from _demo import (  # noqa: E402
+    add_model_flags,
+    ints,
+    model_or_demo,
+    prefill,
+    random_ids,
+    same_blas_as_the_server,
+)
 from mlx_native_server.adapter import cuda_attention  # noqa: E402
 from mlx_native_server.adapter.decode import KVQuantization, Running  # noqa: E402
 from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
@@ -75,19 +82,7 @@ class _Vocab:
         self.size = size
 
     def tokens(self, n: int, seed: int) -> list[int]:
-        return mx.random.randint(8, self.size - 300, (n,), key=mx.random.key(seed)).tolist()
-
-
-PREFILL_STEP = 2048  # tokens a prefill forward, as the server's prefill_step_size
-
-
-def prefill(model, tokens: mx.array, cache: list) -> mx.array:
-    """Run (B, n) tokens into `cache` in PREFILL_STEP chunks (one forward of
-    a long prompt fails in mlx's CUDA graph code); the last chunk's logits."""
-    for start in range(0, tokens.shape[1], PREFILL_STEP):
-        logits = model(tokens[:, start : start + PREFILL_STEP], cache=cache)
-        mx.eval([c.state for c in cache])
-    return logits
+        return random_ids(self.size, n, seed).tolist()
 
 
 def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> float:

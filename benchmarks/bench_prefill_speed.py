@@ -33,24 +33,21 @@ import mlx.core as mx  # noqa: E402
 from mlx_lm import load  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
-from _demo import add_model_flags, ints, model_or_demo, same_blas_as_the_server  # noqa: E402
-
-STEP = 2048  # context chunk, as the server's prefill_step_size
-
-
-def tokens(vocab: int, n: int, seed: int) -> mx.array:
-    """n random ids away from the vocabulary's ends (special tokens)."""
-    return mx.random.randint(8, vocab - 300, (1, n), key=mx.random.key(seed))
+from _demo import (  # noqa: E402
+    add_model_flags,
+    ints,
+    model_or_demo,
+    prefill,
+    random_ids,
+    same_blas_as_the_server,
+)
 
 
 def forward_seconds(model, vocab: int, context: int, n: int, seed: int) -> float:
     """Seconds of one evaluated forward of n tokens after `context` tokens."""
     cache = make_prompt_cache(model)
-    ctx = tokens(vocab, context, seed)
-    for start in range(0, context, STEP):
-        model(ctx[:, start : start + STEP], cache=cache)
-        mx.eval([c.state for c in cache])
-    new = tokens(vocab, n, seed + 1)
+    prefill(model, random_ids(vocab, context, seed)[None], cache)
+    new = random_ids(vocab, n, seed + 1)[None]
     mx.eval(new)
     t = time.perf_counter()
     mx.eval(model(new, cache=cache)[:, -1, :])
