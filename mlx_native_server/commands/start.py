@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import NoReturn
 
 # The server (and with it mlx) is imported only to serve: --status and
 # --service stay quick.
@@ -120,10 +121,16 @@ def _serve(settings: config.Settings) -> int:
             f"(pid {st.pid}): {svc.base_url}. Stop it with ./stop-server.sh."
         )
         return 0
+    serve_here(settings)
+
+
+def serve_here(settings: config.Settings, terminal: bool = True) -> NoReturn:
+    """Serve in this process until stopped (start in the foreground, and the
+    `serve` verb the login service runs, with `terminal` off: app.log only)."""
     blas.preload(settings.cpu_blas)  # re-executes this process once, where it applies
     from .. import server
 
-    logsetup.setup(settings)
+    logsetup.setup(settings, terminal=terminal)
     settings, plan = prepare(settings)
     server.exit_now(server.run(settings, plan))
 
