@@ -172,6 +172,28 @@ def test_a_side_request_overtakes_a_long_generation(kv_server):
     assert events["side done"] < events["long done"], "the side request waited for the long one"
 
 
+def test_a_prompt_that_comes_during_a_prefill_starts_with_it(kv_server):
+    """Two agents that send at once: the second prompt arrives while the
+    first prefills, and the first's first token waits for it, so every step
+    of the pair decodes both (none decodes the first alone)."""
+    script = "Ok.</think>\n\n" + "same " * 20
+    long_prompt = "a much longer question that goes on and on " * 80  # ~1800 tokens: one chunk
+    before = batching(kv_server)
+    first = threading.Thread(
+        target=ask, args=(kv_server, long_prompt, 200), kwargs={"x_mns_script": script}
+    )
+    first.start()
+    deadline = time.monotonic() + 60
+    while not batching(kv_server)["prefilling"] and time.monotonic() < deadline:
+        time.sleep(0.002)
+    second = ask(kv_server, "a title for it", max_tokens=200, x_mns_script=script)
+    first.join(300)
+    after = batching(kv_server)
+    steps = after["steps"] - before["steps"]
+    assert second["choices"][0]["message"]["content"].strip() == "same " * 19 + "same"
+    assert steps > 0 and after["batched_steps"] - before["batched_steps"] == steps
+
+
 def test_concurrent_sessions_keep_the_cache_in_budget_and_their_own_entries(start_server):
     budget = 1_000_000  # bytes: room for about two of the four sessions' entries
     args = ["--quantized-kv-start", "0", "--prompt-cache-bytes", str(budget)]

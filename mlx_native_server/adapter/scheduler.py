@@ -12,7 +12,9 @@ steps. Each turn of the loop:
 3. prefills up to prefill_step_size prompt tokens, from the waiting prompts
    with the fewest tokens left first, so short prompts that arrive together
    all start at once, and a short side request overtakes a long prompt at
-   the next chunk and joins the running set after its own prefill.
+   the next chunk and joins the running set after its own prefill. Prompts
+   that arrive while the first of them prefills start with it: its first
+   token waits the one turn their prefills take (`_starting_together`).
 
 A request with a seed, or one with images, runs alone (mlx's random state
 is global; images take upstream's one-request path). A finished, stopped or
@@ -69,7 +71,7 @@ class Scheduler:
             while not self.gen._stop:
                 self._take_requests()
                 self._admit()
-                if self.running:
+                if self.running and not self._starting_together():
                     self._decode()
                 if self.prefilling:
                     self._prefill()
@@ -99,6 +101,24 @@ class Scheduler:
     @property
     def busy(self) -> bool:
         return bool(self.prefilling or self.running)
+
+    def _starting_together(self) -> bool:
+        """Whether this turn's decode waits for the prompts now prefilling:
+        so when none of the running sequences has handed out a token yet,
+        none has waited before, and those prompts all finish this turn. Two
+        agents that send at once then decode together from their first
+        tokens, instead of the first standing still after its first token
+        while the second prefills: it stands still the same time either
+        way, but before its first token it costs its reply no end time."""
+        running = self.running
+        assert running is not None
+        if not self.prefilling or any(s.generated or s.waited for s in running.seqs):
+            return False
+        if sum(len(s.todo) for s in self.prefilling) > self.step_size:
+            return False  # a long prompt: the running ones decode between its chunks
+        for seq in running.seqs:
+            seq.waited = True
+        return True
 
     def _take_requests(self) -> None:
         timeout = None if self.busy or self.backlog else 0.1  # None: do not wait

@@ -39,6 +39,7 @@ class Sequence:
     prompt_total: int
     generated: int = 0
     done: bool = False
+    waited: bool = False  # its first token waited once for prompts that came during its prefill
     context: Any = None  # the tokens logits processors see, as generate_step keeps them
 
     @property
