@@ -29,7 +29,11 @@ Two more ways are diagnostics, to find where the batched step loses (--ways):
 - `mlxmask`: the scheduler with mlx's own masked attention in place of the
   fused CUDA kernel (adapter/cuda_attention.py) the server puts in: what
   that kernel gains. Elsewhere it is the scheduler.
-The table shows tok/s (all rows together) and the ratio to B=1 of the same way.
+The table shows tok/s (all rows together) and the ratio to B=1 of the same way;
+a second one splits a step of the ceiling and the scheduler in two: the host's
+ms to build and queue the next forward, and its ms waiting for the previous
+one's tokens. A wait near 0 means the host bounds the step (the device idles
+while Python and mlx build and dispatch the graph); a long wait, the device.
 --repeat-layers K runs the model's layers K times over (the same weights, a
 cache each): the full depth of a model whose checkpoint holds part of it.
 """
@@ -44,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 from types import SimpleNamespace
@@ -85,8 +90,26 @@ class _Vocab:
         return random_ids(self.size, n, seed).tolist()
 
 
-def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> float:
-    """tok/s of one forward a step over `batch` equal rows of a plain cache."""
+@dataclass
+class Run:
+    """One measurement: tok/s, and each step's host seconds queueing the
+    next forward and waiting for the previous one's tokens."""
+
+    tps: float = 0.0
+    queue: list[float] = field(default_factory=list)
+    wait: list[float] = field(default_factory=list)
+
+    def step(self, queue_next, read_last) -> None:
+        t0 = time.perf_counter()
+        queue_next()
+        t1 = time.perf_counter()
+        read_last()
+        self.queue.append(t1 - t0)
+        self.wait.append(time.perf_counter() - t1)
+
+
+def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> Run:
+    """One forward a step over `batch` equal rows of a plain cache."""
     cache = make_prompt_cache(model)
     prompt = mx.array([vocab.tokens(context, 1000 + i) for i in range(batch)])
     y = mx.argmax(prefill(model, prompt, cache)[:, -1, :], axis=-1)
@@ -101,13 +124,13 @@ def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> f
 
     y = next_step(y)
     y.tolist()  # the first step compiles the kernels for this shape
+    run, ys = Run(), [y]
     t = time.perf_counter()
     for _ in range(steps):
-        nxt = next_step(y)
-        y.tolist()
-        y = nxt
-    y.tolist()
-    return batch * steps / (time.perf_counter() - t)
+        run.step(lambda: ys.append(next_step(ys[-1])), lambda: ys.pop(0).tolist())
+    ys[-1].tolist()
+    run.tps = batch * steps / (time.perf_counter() - t)
+    return run
 
 
 def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence:
@@ -129,9 +152,9 @@ def _sequence(model, tokenizer, prompt: list[int], processors: list) -> Sequence
     )
 
 
-def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> float:
-    """tok/s of `batch` sequences, prefilled one by one, joined into a Running
-    and decoded with the scheduler's own step and hand-off."""
+def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> Run:
+    """`batch` sequences, prefilled one by one, joined into a Running and
+    decoded with the scheduler's own step and hand-off."""
     running, steps = Running(model, kv), args.steps
     for i in range(batch):
         prompt = vocab.tokens(args.context + 3 * i, 2000 + i)  # unequal lengths: left padding
@@ -150,22 +173,26 @@ def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> float:
             if hasattr(layer, "left_padding") and not hasattr(layer, "bits"):
                 layer.row_starts = layer.left_padding.tolist()
 
-    def one_step():
-        sampled, _ = running.step()
-        assert running.pending is not None
-        for seq, token in zip(running.seqs, running.pending.tolist(), strict=True):
+    def one_step(run: Run):
+        step, tokens = [], []
+        run.step(
+            lambda: step.append(running.step()), lambda: tokens.extend(running.pending.tolist())
+        )
+        for seq, token in zip(running.seqs, tokens, strict=True):
             seq.key.append(token)
             seq.emit(token)
-        running.settle([], sampled)
+        running.settle([], step[0][0])
         for seq in running.seqs:  # the HTTP side would take these
             while not seq.rqueue.empty():
                 seq.rqueue.get_nowait()
 
-    one_step()
+    one_step(Run())
+    run = Run()
     t = time.perf_counter()
     for _ in range(steps):
-        one_step()
-    return batch * steps / (time.perf_counter() - t)
+        one_step(run)
+    run.tps = batch * steps / (time.perf_counter() - t)
+    return run
 
 
 class _Attention:
@@ -213,24 +240,37 @@ def measure(model, tokenizer, args) -> dict:
     vocab = _Vocab(model.args.vocab_size)
     kv = KVQuantization(args.kv_bits or None, 64, args.quantized_kv_start)
     attention, ways = _Attention(model), args.ways
-    samples: dict[str, dict[int, list[float]]] = {w: {b: [] for b in args.batches} for w in ways}
+    samples: dict[str, dict[int, list[Run]]] = {w: {b: [] for b in args.batches} for w in ways}
     for r in range(args.rounds):
         for b in args.batches:
             for way in ways[r % len(ways) :] + ways[: r % len(ways)]:
                 if way == "ceiling":
-                    tps = ceiling(model, vocab, b, args.context, args.steps, kv)
+                    run = ceiling(model, vocab, b, args.context, args.steps, kv)
                 else:
                     with attention.way(way):
-                        tps = scheduler(model, tokenizer, vocab, b, args, kv, way)
-                samples[way][b].append(tps)
+                        run = scheduler(model, tokenizer, vocab, b, args, kv, way)
+                samples[way][b].append(run)
                 mx.clear_cache()
-            shown = ", ".join(f"{w} {samples[w][b][-1]:.1f}" for w in ways)
+            shown = ", ".join(f"{w} {samples[w][b][-1].tps:.1f}" for w in ways)
             print(f"  round {r + 1}, B={b}: {shown} tok/s", flush=True)
-    return {w: {b: statistics.median(v) for b, v in s.items()} for w, s in samples.items()}
+
+    def ms(runs: list[Run], part: str) -> float:
+        return 1e3 * statistics.median(x for run in runs for x in getattr(run, part))
+
+    tps = {
+        w: {b: statistics.median(r.tps for r in v) for b, v in s.items()}
+        for w, s in samples.items()
+    }
+    steps = {
+        w: {b: [ms(v, "queue"), ms(v, "wait")] for b, v in s.items()}
+        for w, s in samples.items()
+        if w in ("ceiling", "scheduler")
+    }
+    return {"results": tps, "step_ms": steps}
 
 
-def print_table(results: dict, args) -> None:
-    base = min(args.batches)
+def print_table(figures: dict, args) -> None:
+    results, base = figures["results"], min(args.batches)
     head = f"{'way':<10}" + "".join(f"{f'B={b} tok/s':>12}" for b in args.batches)
     head += "".join(f"{f'B={b}/{base}':>9}" for b in args.batches if b != base)
     print(
@@ -242,6 +282,11 @@ def print_table(results: dict, args) -> None:
         line = f"{way:<10}" + "".join(f"{row[b]:>12.2f}" for b in args.batches)
         line += "".join(f"{row[b] / row[base]:>9.3f}" for b in args.batches if b != base)
         print(line)
+    if figures["step_ms"]:
+        print("\nms a step, median: queueing the next forward / waiting for the last one's tokens")
+        print(f"{'way':<10}" + "".join(f"{f'B={b}':>16}" for b in args.batches))
+        for way, row in figures["step_ms"].items():
+            print(f"{way:<10}" + "".join(f"{f'{q:.2f} / {w:.2f}':>16}" for q, w in row.values()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             model.model.layers = list(model.model.layers) * args.repeat_layers
             label += f", layers run {args.repeat_layers}x over ({len(model.layers)} in all)"
         print(f"{label}: {mx.default_device()}", flush=True)
-        results = measure(model, tokenizer, args)
-    print_table(results, args)
-    if args.json:  # {way: {B: median tok/s}}
-        args.json.write_text(json.dumps({"model": label, "results": results}, indent=1))
+        figures = measure(model, tokenizer, args)
+    print_table(figures, args)
+    if args.json:  # results: {way: {B: median tok/s}}; step_ms: {way: {B: [queue, wait]}}
+        args.json.write_text(json.dumps({"model": label, **figures}, indent=1))
     return 0
 
 
