@@ -99,13 +99,15 @@ class Run:
     queue: list[float] = field(default_factory=list)
     wait: list[float] = field(default_factory=list)
 
-    def step(self, queue_next, read_last) -> None:
+    def step(self, queue_next, read_last):
+        """queue_next(), then read_last(), each timed; what each returned."""
         t0 = time.perf_counter()
-        queue_next()
+        queued = queue_next()
         t1 = time.perf_counter()
-        read_last()
+        read = read_last()
         self.queue.append(t1 - t0)
         self.wait.append(time.perf_counter() - t1)
+        return queued, read
 
 
 def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> Run:
@@ -124,11 +126,11 @@ def ceiling(model, vocab: _Vocab, batch: int, context: int, steps: int, kv) -> R
 
     y = next_step(y)
     y.tolist()  # the first step compiles the kernels for this shape
-    run, ys = Run(), [y]
+    run = Run()
     t = time.perf_counter()
     for _ in range(steps):
-        run.step(lambda: ys.append(next_step(ys[-1])), lambda: ys.pop(0).tolist())
-    ys[-1].tolist()
+        y, _ = run.step(lambda y=y: next_step(y), y.tolist)
+    y.tolist()
     run.tps = batch * steps / (time.perf_counter() - t)
     return run
 
@@ -174,14 +176,12 @@ def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> Run:
                 layer.row_starts = layer.left_padding.tolist()
 
     def one_step(run: Run):
-        step, tokens = [], []
-        run.step(
-            lambda: step.append(running.step()), lambda: tokens.extend(running.pending.tolist())
-        )
+        assert running.pending is not None  # the last step's tokens, which step() leaves
+        (sampled, _), tokens = run.step(running.step, running.pending.tolist)
         for seq, token in zip(running.seqs, tokens, strict=True):
             seq.key.append(token)
             seq.emit(token)
-        running.settle([], step[0][0])
+        running.settle([], sampled)
         for seq in running.seqs:  # the HTTP side would take these
             while not seq.rqueue.empty():
                 seq.rqueue.get_nowait()
