@@ -109,7 +109,8 @@ class Scheduler:
         agents that send at once then decode together from their first
         tokens, instead of the first standing still after its first token
         while the second prefills: it stands still the same time either
-        way, but before its first token it costs its reply no end time."""
+        way, but before its first token it costs its reply no end time.
+        When it says so, it marks the running sequences as having waited."""
         running = self.running
         assert running is not None
         if not self.prefilling or any(s.generated or s.waited for s in running.seqs):
