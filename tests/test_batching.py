@@ -75,6 +75,7 @@ def test_greedy_replies_are_the_same_alone_and_batched(kv_server):
     assert stats["batched_steps"] > before, "the requests never decoded together"
     assert batched == alone
     assert stats["attention"] == "mlx"  # the fused kernel is CUDA's (test_cuda_attention.py)
+    assert stats["experts"] == "mlx"  # so are the experts kernels (test_cuda_experts.py)
 
 
 def test_each_stream_gets_its_own_tokens(kv_server):

@@ -57,7 +57,7 @@ CLI_ARGS = (
 PROMPT_CACHE = ("fetch_nearest_cache", "insert_cache", "trim_to", "nbytes", "stats_by_type")
 
 S, G, C, B = "mlx_lm.server", "mlx_lm.generate", "mlx_lm.models.cache", "mlx_lm.models.base"
-T = "mlx_lm.tokenizer_utils"
+T, L = "mlx_lm.tokenizer_utils", "mlx_lm.models.switch_layers"
 
 CONTRACT: tuple[Any, ...] = (
     # adapter/server.py: the engine
@@ -222,6 +222,41 @@ CONTRACT: tuple[Any, ...] = (
         "BatchKVCache.make_mask",
         "left_padding=self.left_padding",
         "cuda_attention starts row b at left_padding[b], where the mask starts it",
+    ),
+    # adapter/cuda_experts.py: a decode step's experts on CUDA
+    Call(L, "SwitchGLU.__call__", args=("x", "indices")),
+    *(
+        Attr(L, f"SwitchGLU.{name}", instance=True)
+        for name in ("gate_proj", "up_proj", "down_proj", "activation")
+    ),
+    *(
+        Attr(L, f"QuantizedSwitchLinear.{name}", instance=True)
+        for name in ("biases", "bits", "group_size", "mode")
+    ),
+    Uses(
+        L,
+        "QuantizedSwitchLinear._quantize",
+        "self.weight, self.scales, *biases = mx.quantize(",
+        "the kernels read an expert's rows from weight, scales and biases as mx.quantize lays them",
+    ),
+    Uses(
+        L,
+        "SwitchGLU.__call__",
+        "do_sort = indices.size >= 64",
+        "cuda_experts takes the calls mlx-lm leaves unsorted (SORTED_FROM)",
+    ),
+    Uses(L, "SwiGLU.__call__", "swiglu(gate, x)", "the gate_up kernel is silu(gate) * up"),
+    Uses(
+        "mlx_lm.models.activations",
+        "swiglu",
+        "nn.silu(gate) * x",
+        "the gate_up kernel is silu(gate) * up",
+    ),
+    Uses(
+        "mlx_lm.models.minimax",
+        "MiniMaxSparseMoeBlock.__call__",
+        "self.switch_mlp(x, inds)",
+        "MiniMax's experts are the SwitchGLU that cuda_experts replaces the call of",
     ),
     # adapter/run.py: one request's GenerationContext and Responses
     Attr(S, "GenerationContext"),

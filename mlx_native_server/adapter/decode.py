@@ -7,7 +7,9 @@ masks); a sequence that joins is merged in, one that leaves is extracted
 back into a single cache for the prompt cache store, and when one is left
 the batch becomes its single cache again. On CUDA a batched step's attention
 runs in one fused kernel that starts each row at its own first key
-(cuda_attention.py), as mlx fuses it only without a mask.
+(cuda_attention.py), as mlx fuses it only without a mask, and a step's
+experts in two kernels a layer (cuda_experts.py), as mlx's gather_qmm runs a
+tiled matmul kernel for them.
 
 Steps are pipelined as in `generate_step`: `step()` queues the next forward
 from the tokens sampled last time, before the caller reads those tokens, so
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 from mlx_lm.generate import maybe_quantize_kv_cache
 
-from . import batch_kv, cuda_attention
+from . import batch_kv, cuda_attention, cuda_experts
 from .sequence import Sequence
 
 
@@ -37,6 +39,7 @@ class Running:
         self.model = model
         self.kv = kv
         cuda_attention.install(model)  # on CUDA, batched steps attend in one fused kernel
+        cuda_experts.install(model)  # and a step's experts run in two kernels a layer
         self.seqs: list[Sequence] = []
         self.cache: list | None = None  # the lone sequence's own cache, or batch layers
         self.pending: mx.array | None = None  # (B,) sampled, not yet fed back nor handed out

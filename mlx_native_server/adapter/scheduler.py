@@ -36,7 +36,7 @@ from mlx_lm.generate import wired_limit
 from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from ..engine.types import PrefillCancelled
-from . import cuda_attention
+from . import cuda_attention, cuda_experts
 from .decode import KVQuantization, Running
 from .sequence import Sequence
 
@@ -87,6 +87,7 @@ class Scheduler:
             "batched_steps": self.batched_steps,
             "widest_batch": self.widest,
             "attention": cuda_attention.path(),
+            "experts": cuda_experts.path(),
         }
 
     def tokens_to_come(self) -> int:
