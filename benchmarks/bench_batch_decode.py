@@ -20,7 +20,7 @@ Three ways to run each B, taking turns each round:
 - `forced`: the same with the test hook's forced-reply logits processor on
   every row (what bench_concurrency.py and bench_overhead.py put on each
   request).
-Two more ways are diagnostics, to find where the batched step loses (--ways):
+More ways are diagnostics, to find where the batched step loses (--ways):
 - `nomask`: the scheduler with the batch's padding mask left out of
   attention (wrong replies: what the mask costs);
 - `perrow`: the scheduler with each row's attention run alone over its own
@@ -28,9 +28,12 @@ Two more ways are diagnostics, to find where the batched step loses (--ways):
   KV only, at 4 bits it is the scheduler);
 - `mlxmask`: the scheduler with mlx's own masked attention in place of the
   fused CUDA kernel (adapter/cuda_attention.py) the server puts in: what
-  that kernel gains. Elsewhere it is the scheduler.
+  that kernel gains. Elsewhere it is the scheduler;
+- `mlxexperts`: the scheduler with mlx-lm's own experts (gather_qmm) in place
+  of the CUDA kernels the server puts in (adapter/cuda_experts.py); the
+  ceiling runs those kernels too. Elsewhere it is the scheduler.
 The table shows tok/s (all rows together) and the ratio to B=1 of the same way;
-a second one splits a step of the ceiling and the scheduler in two: the host's
+a second one splits a step of the ceiling, the scheduler and mlxexperts in two: the host's
 ms to build and queue the next forward, and its ms waiting for the previous
 one's tokens. A wait near 0 means the host bounds the step (the device idles
 while Python and mlx build and dispatch the graph); a long wait, the device.
@@ -59,6 +62,7 @@ sys.path.insert(0, str(REPO))
 import mlx.core as mx  # noqa: E402
 from mlx_lm import load  # noqa: E402
 from mlx_lm.generate import make_stop_sequences, maybe_quantize_kv_cache  # noqa: E402
+from mlx_lm.models import switch_layers  # noqa: E402
 from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
@@ -70,13 +74,13 @@ from _demo import (  # noqa: E402
     random_ids,
     same_blas_as_the_server,
 )
-from mlx_native_server.adapter import cuda_attention  # noqa: E402
+from mlx_native_server.adapter import cuda_attention, cuda_experts  # noqa: E402
 from mlx_native_server.adapter.decode import KVQuantization, Running  # noqa: E402
 from mlx_native_server.adapter.sequence import Sequence  # noqa: E402
 from mlx_native_server.engine.hooks import script_processors  # noqa: E402
 
 WAYS = ("ceiling", "scheduler", "forced")
-DIAGNOSTICS = ("nomask", "perrow", "mlxmask")
+DIAGNOSTICS = ("nomask", "perrow", "mlxmask", "mlxexperts")
 GREEDY = make_sampler(0.0)
 
 
@@ -196,13 +200,16 @@ def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> Run:
 
 
 class _Attention:
-    """The model module's attention helpers, swapped for a diagnostic way."""
+    """The model module's attention helpers and mlx-lm's experts, swapped
+    for a diagnostic way."""
 
     def __init__(self, model):
         cuda_attention.install(model)  # as the scheduler's Running does, before these are read
+        cuda_experts.install(model)
         self.module = importlib.import_module(type(model).__module__)
         self.mask = self.module.create_attention_mask
         self.sdpa = self.module.scaled_dot_product_attention
+        self.experts = switch_layers.SwitchGLU.__call__
 
     @contextlib.contextmanager
     def way(self, way: str):
@@ -212,11 +219,15 @@ class _Attention:
             self.module.scaled_dot_product_attention = self._per_row
         elif way == "mlxmask":  # the fused kernel's wrapper keeps mlx-lm's own
             self.module.scaled_dot_product_attention = getattr(self.sdpa, "original", self.sdpa)
+        elif way == "mlxexperts":
+            glu = switch_layers.SwitchGLU
+            glu.__call__ = getattr(self.experts, "original", self.experts)  # type: ignore[method-assign]
         try:
             yield
         finally:
             self.module.create_attention_mask = self.mask
             self.module.scaled_dot_product_attention = self.sdpa
+            switch_layers.SwitchGLU.__call__ = self.experts  # type: ignore[method-assign]
 
     def _no_mask(self, h, cache=None, **kwargs):
         return None if h.shape[1] == 1 else self.mask(h, cache, **kwargs)
@@ -264,14 +275,14 @@ def measure(model, tokenizer, args) -> dict:
     steps = {
         w: {b: [ms(v, "queue"), ms(v, "wait")] for b, v in s.items()}
         for w, s in samples.items()
-        if w in ("ceiling", "scheduler")
+        if w in ("ceiling", "scheduler", "mlxexperts")
     }
     return {"results": tps, "step_ms": steps}
 
 
 def print_table(figures: dict, args) -> None:
     results, base = figures["results"], min(args.batches)
-    head = f"{'way':<10}" + "".join(f"{f'B={b} tok/s':>12}" for b in args.batches)
+    head = f"{'way':<11}" + "".join(f"{f'B={b} tok/s':>12}" for b in args.batches)
     head += "".join(f"{f'B={b}/{base}':>9}" for b in args.batches if b != base)
     print(
         f"\n{mx.default_device()}, kv_bits {args.kv_bits}, context ~{args.context}, "
@@ -279,14 +290,14 @@ def print_table(figures: dict, args) -> None:
     )
     print(head + "\n" + "-" * len(head))
     for way, row in results.items():
-        line = f"{way:<10}" + "".join(f"{row[b]:>12.2f}" for b in args.batches)
+        line = f"{way:<11}" + "".join(f"{row[b]:>12.2f}" for b in args.batches)
         line += "".join(f"{row[b] / row[base]:>9.3f}" for b in args.batches if b != base)
         print(line)
     if figures["step_ms"]:
         print("\nms a step, median: queueing the next forward / waiting for the last one's tokens")
-        print(f"{'way':<10}" + "".join(f"{f'B={b}':>16}" for b in args.batches))
+        print(f"{'way':<11}" + "".join(f"{f'B={b}':>16}" for b in args.batches))
         for way, row in figures["step_ms"].items():
-            print(f"{way:<10}" + "".join(f"{f'{q:.2f} / {w:.2f}':>16}" for q, w in row.values()))
+            print(f"{way:<11}" + "".join(f"{f'{q:.2f} / {w:.2f}':>16}" for q, w in row.values()))
 
 
 def main(argv: list[str] | None = None) -> int:
