@@ -199,7 +199,7 @@ def scheduler(model, tokenizer, vocab, batch, args, kv, way: str) -> Run:
     return run
 
 
-class _Attention:
+class _Swaps:
     """The model module's attention helpers and mlx-lm's experts, swapped
     for a diagnostic way."""
 
@@ -250,7 +250,7 @@ class _Attention:
 def measure(model, tokenizer, args) -> dict:
     vocab = _Vocab(model.args.vocab_size)
     kv = KVQuantization(args.kv_bits or None, 64, args.quantized_kv_start)
-    attention, ways = _Attention(model), args.ways
+    swaps, ways = _Swaps(model), args.ways
     samples: dict[str, dict[int, list[Run]]] = {w: {b: [] for b in args.batches} for w in ways}
     for r in range(args.rounds):
         for b in args.batches:
@@ -258,7 +258,7 @@ def measure(model, tokenizer, args) -> dict:
                 if way == "ceiling":
                     run = ceiling(model, vocab, b, args.context, args.steps, kv)
                 else:
-                    with attention.way(way):
+                    with swaps.way(way):
                         run = scheduler(model, tokenizer, vocab, b, args, kv, way)
                 samples[way][b].append(run)
                 mx.clear_cache()
