@@ -33,7 +33,7 @@ More ways are diagnostics, to find where the batched step loses (--ways):
   of the CUDA kernels the server puts in (adapter/cuda_experts.py); the
   ceiling runs those kernels too. Elsewhere it is the scheduler.
 The table shows tok/s (all rows together) and the ratio to B=1 of the same way;
-a second one splits a step of the ceiling, the scheduler and mlxexperts in two: the host's
+a second one splits a step of each way in two: the host's
 ms to build and queue the next forward, and its ms waiting for the previous
 one's tokens. A wait near 0 means the host bounds the step (the device idles
 while Python and mlx build and dispatch the graph); a long wait, the device.
@@ -273,9 +273,7 @@ def measure(model, tokenizer, args) -> dict:
         for w, s in samples.items()
     }
     steps = {
-        w: {b: [ms(v, "queue"), ms(v, "wait")] for b, v in s.items()}
-        for w, s in samples.items()
-        if w in ("ceiling", "scheduler", "mlxexperts")
+        w: {b: [ms(v, "queue"), ms(v, "wait")] for b, v in s.items()} for w, s in samples.items()
     }
     return {"results": tps, "step_ms": steps}
 

@@ -1,4 +1,4 @@
-"""The CUDA kernels of cuda_experts.py: a decode step's experts, a warp a row.
+"""The CUDA kernels of cuda_experts.py: a decode step's experts, lanes a row.
 
 For a few tokens, mlx 0.32's CUDA `gather_qmm` takes its gather_qmv kernel
 only below 8 (token, expert) pairs, and a MoE step has 8 at one token
@@ -8,9 +8,13 @@ the H200 a step of 4 rows (32 pairs) took ~16 ms where its weights need
 ~2.5 ms of the GPU's bandwidth (benchmarks/README.md).
 
 Here a block takes one pair: it stages that pair's input row in shared
-memory, and each of its warps reads whole rows of the pair's expert
-(16 bytes a lane at a time, so a warp reads 512 contiguous bytes) and sums
-them against it. `gate_up` computes the gate and up projections and their
+memory, and each group of L lanes (32 for a 3072-wide row at 4 bits, 16
+for 1536) sums ROWS weight rows of the pair's expert against it at once,
+16 bytes a lane at a time, so that a lane has ROWS loads in flight (2 *
+ROWS for the gate and up projections) for each read of the staged row.
+The packed values become floats by masking them into a float's mantissa
+(no conversion instruction, whose rate bounded the first version at ~1 TB/s
+on the H200). `gate_up` computes the gate and up projections and their
 SwiGLU in one pass (the rounding to the activation dtype of each step is
 mlx's); `down` the down projection. Affine-quantized weights of 4 or 8 bits
 with scales and biases; float accumulation. Compiled by
@@ -27,70 +31,116 @@ import mlx.core as mx
 import mlx.nn as nn
 
 BITS = (4, 8)
-WARPS = 8  # warps a block; each takes ROWS_A_WARP output rows of the block's pair
-ROWS_A_WARP = 2
+WARPS = 8  # warps a block, all on the block's pair
+ROWS = 4  # weight rows a group of lanes sums at once (of each projection: gate_up reads 2 * ROWS)
 MAX_WIDTH = 8192  # input width whose staged row (4 bytes a value) fits in shared memory
 
 _HEADER = """
-__device__ __forceinline__ float mns_lanes_sum(float x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
-  return x;
+// Value j of word q as a float times 2^(BITS * (j % HALF)), HALF being the
+// values in 16 bits: the value's bits masked in place (the high half of the
+// word shifted down first) into the mantissa of 2^23, less 2^23. Exact, and
+// two integer operations a value where a conversion instruction is one at a
+// quarter of their rate; the staged x carries the power of two back.
+template <int BITS>
+__device__ __forceinline__ float mns_value(uint32_t q, int j) {
+  constexpr int HALF = 16 / BITS;
+  constexpr uint32_t MASK = (1u << BITS) - 1;
+  const uint32_t h = j < HALF ? q : q >> 16;
+  const uint32_t m = (h & (MASK << (BITS * (j % HALF)))) | 0x4B000000u;
+  return __uint_as_float(m) - 8388608.f;
 }
 // Stages row x (K values) as floats in xs by the value's place in its word,
-// then its word (xs[j * WORDS + w] holds value EPW * w + j), so that lane l
-// reading words 4l .. 4l+3 reads 16 contiguous bytes of xs for each j; and
-// the sum of each chunk of 4 words' values in sums.
+// then its word (xs[j * WORDS + w] holds value EPW * w + j, times
+// 2^-(BITS * (j % HALF)) for mns_value), so that lane l reading words
+// 4l .. 4l+3 reads 16 contiguous bytes of xs for each j; and the sum of each
+// chunk of 4 words' values (unscaled) in sums.
 template <typename T, int K, int BITS>
 __device__ __forceinline__ void mns_stage(const T* x, float* xs, float* sums) {
   constexpr int EPW = 32 / BITS;
+  constexpr int HALF = 16 / BITS;
   constexpr int WORDS = K / EPW;
   for (int e = threadIdx.x; e < K; e += blockDim.x) {
-    xs[(e % EPW) * WORDS + e / EPW] = static_cast<float>(x[e]);
+    const int j = e % EPW;
+    xs[j * WORDS + e / EPW] = static_cast<float>(x[e]) / static_cast<float>(1u << (BITS * (j % HALF)));
   }
-  __syncthreads();
   for (int c = threadIdx.x; c < WORDS / 4; c += blockDim.x) {
     float s = 0.f;
-    for (int j = 0; j < EPW; j++) {
-      for (int i = 0; i < 4; i++) s += xs[j * WORDS + 4 * c + i];
-    }
+    for (int i = 0; i < 4 * EPW; i++) s += static_cast<float>(x[4 * EPW * c + i]);
     sums[c] = s;
   }
   __syncthreads();
 }
-// The dot of one quantized row (w: its K values' words; s, b: its groups'
-// scales and biases) with the staged x, summed over the warp's lanes.
-template <typename S, int K, int BITS, int GS>
-__device__ __forceinline__ float mns_row_dot(
-    const float* xs, const float* sums, const uint32_t* w, const S* s, const S* b) {
+// The dots of NP * R quantized rows with the staged x, by a group of L
+// lanes: rows[p] + r * WORDS is the r-th row of projection p (its words),
+// scales[p] / biases[p] + r * GROUPS its groups'. Lane i of the group reads
+// chunks (4 words) i, i + L, ..., all NP * R rows' chunk together against the
+// one x chunk; acc[p][r] is the group's whole sum, in each of its lanes.
+template <typename S, int K, int BITS, int GS, int L, int R, int NP>
+__device__ __forceinline__ void mns_dots(
+    const float* xs, const float* sums, const uint32_t* const* rows,
+    const S* const* scales, const S* const* biases, float (&acc)[NP][R]) {
   constexpr int EPW = 32 / BITS;
   constexpr int WORDS = K / EPW;
-  constexpr uint32_t MASK = (1u << BITS) - 1;
-  const int lane = threadIdx.x % 32;
-  float acc = 0.f;
+  constexpr int CHUNKS = WORDS / 4;
+  constexpr int GROUPS = K / GS;
+  const int i = threadIdx.x % L;
 #pragma unroll
-  for (int c = lane; c < WORDS / 4; c += 32) {
-    const uint4 q = reinterpret_cast<const uint4*>(w)[c];
-    float dot = 0.f;
+  for (int p = 0; p < NP; p++)
 #pragma unroll
-    for (int j = 0; j < EPW; j++) {
-      const float4 v = *reinterpret_cast<const float4*>(xs + j * WORDS + 4 * c);
-      dot += v.x * static_cast<float>((q.x >> (BITS * j)) & MASK);
-      dot += v.y * static_cast<float>((q.y >> (BITS * j)) & MASK);
-      dot += v.z * static_cast<float>((q.z >> (BITS * j)) & MASK);
-      dot += v.w * static_cast<float>((q.w >> (BITS * j)) & MASK);
+    for (int r = 0; r < R; r++) acc[p][r] = 0.f;
+#pragma unroll
+  for (int t = 0; t < (CHUNKS + L - 1) / L; t++) {
+    const int c = i + t * L;
+    if (CHUNKS % L == 0 || c < CHUNKS) {
+      uint4 q[NP][R];
+#pragma unroll
+      for (int p = 0; p < NP; p++)
+#pragma unroll
+        for (int r = 0; r < R; r++) q[p][r] = reinterpret_cast<const uint4*>(rows[p] + r * WORDS)[c];
+      float dot[NP][R];
+#pragma unroll
+      for (int p = 0; p < NP; p++)
+#pragma unroll
+        for (int r = 0; r < R; r++) dot[p][r] = 0.f;
+#pragma unroll
+      for (int j = 0; j < EPW; j++) {
+        const float4 v = *reinterpret_cast<const float4*>(xs + j * WORDS + 4 * c);
+#pragma unroll
+        for (int p = 0; p < NP; p++)
+#pragma unroll
+          for (int r = 0; r < R; r++) {
+            dot[p][r] += v.x * mns_value<BITS>(q[p][r].x, j) + v.y * mns_value<BITS>(q[p][r].y, j)
+                + v.z * mns_value<BITS>(q[p][r].z, j) + v.w * mns_value<BITS>(q[p][r].w, j);
+          }
+      }
+      const int g = (4 * EPW * c) / GS;
+      const float xsum = sums[c];
+#pragma unroll
+      for (int p = 0; p < NP; p++)
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          const float s = static_cast<float>(scales[p][r * GROUPS + g]);
+          const float b = static_cast<float>(biases[p][r * GROUPS + g]);
+          acc[p][r] += s * dot[p][r] + b * xsum;
+        }
     }
-    const int g = (4 * EPW * c) / GS;
-    acc += static_cast<float>(s[g]) * dot + static_cast<float>(b[g]) * sums[c];
   }
-  return mns_lanes_sum(acc);
+#pragma unroll
+  for (int p = 0; p < NP; p++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) acc[p][r] += __shfl_xor_sync(0xffffffff, acc[p][r], o);
 }
 """
 
-# Block (pair p, rows of its expert): template T (activations), S (scales),
-# K (input width), BITS, GS (group size), XDIV (pairs that share an input
-# row: the experts a token picks for the gate and up projections, 1 for the
-# down projection), WARPS, ROWS_A_WARP. Row n of this block is pair p's
-# output n; N is the weights' output width.
+# A block of WARPS warps takes pair p (blockIdx.y) and WARPS * (32 / L) * R
+# consecutive rows of its expert's output: each group of L lanes R of them.
+# Template: T (activations), S (scales), K (input width), BITS, GS (group
+# size), XDIV (pairs that share an input row: the experts a token picks for
+# the gate and up projections, 1 for the down projection), WARPS, L, R.
+# N is the weights' output width, a multiple of R; a group past it reads
+# the first rows and writes nothing.
 _PROLOGUE = """
   constexpr int WORDS = K * BITS / 32;
   constexpr int GROUPS = K / GS;
@@ -100,20 +150,28 @@ _PROLOGUE = """
   const int N = w_shape[1];
   const int64_t e = static_cast<int64_t>(idx[p]);
   mns_stage<T, K, BITS>(x + static_cast<int64_t>(p / XDIV) * K, xs, sums);
-  const int first = (blockIdx.x * WARPS + threadIdx.x / 32) * ROWS_A_WARP;
+  const int group = (blockIdx.x * WARPS + threadIdx.x / 32) * (32 / L) + (threadIdx.x % 32) / L;
+  const int first = group * R;
+  const int64_t row = e * N + (first < N ? first : 0);
+  const bool writes = threadIdx.x % L == 0;
 """
 
 _GATE_UP = (
     _PROLOGUE
     + """
-  for (int n = first; n < first + ROWS_A_WARP && n < N; n++) {
-    const int64_t row = e * N + n;
-    const float g = static_cast<float>(static_cast<T>(mns_row_dot<S, K, BITS, GS>(
-        xs, sums, w + row * WORDS, scales + row * GROUPS, biases + row * GROUPS)));
-    const float u = static_cast<float>(static_cast<T>(mns_row_dot<S, K, BITS, GS>(
-        xs, sums, w_up + row * WORDS, scales_up + row * GROUPS, biases_up + row * GROUPS)));
-    const float silu = static_cast<float>(static_cast<T>(g / (1.f + expf(-g))));
-    if (threadIdx.x % 32 == 0) out[static_cast<int64_t>(p) * N + n] = static_cast<T>(silu * u);
+  const uint32_t* rows[2] = {w + row * WORDS, w_up + row * WORDS};
+  const S* s[2] = {scales + row * GROUPS, scales_up + row * GROUPS};
+  const S* b[2] = {biases + row * GROUPS, biases_up + row * GROUPS};
+  float acc[2][R];
+  mns_dots<S, K, BITS, GS, L, R, 2>(xs, sums, rows, s, b, acc);
+  for (int r = 0; r < R; r++) {
+    const int n = first + r;
+    if (writes && n < N) {
+      const float g = static_cast<float>(static_cast<T>(acc[0][r]));
+      const float u = static_cast<float>(static_cast<T>(acc[1][r]));
+      const float silu = static_cast<float>(static_cast<T>(g / (1.f + expf(-g))));
+      out[static_cast<int64_t>(p) * N + n] = static_cast<T>(silu * u);
+    }
   }
 """
 )
@@ -121,11 +179,14 @@ _GATE_UP = (
 _DOWN = (
     _PROLOGUE
     + """
-  for (int n = first; n < first + ROWS_A_WARP && n < N; n++) {
-    const int64_t row = e * N + n;
-    const float y = mns_row_dot<S, K, BITS, GS>(
-        xs, sums, w + row * WORDS, scales + row * GROUPS, biases + row * GROUPS);
-    if (threadIdx.x % 32 == 0) out[static_cast<int64_t>(p) * N + n] = static_cast<T>(y);
+  const uint32_t* rows[1] = {w + row * WORDS};
+  const S* s[1] = {scales + row * GROUPS};
+  const S* b[1] = {biases + row * GROUPS};
+  float acc[1][R];
+  mns_dots<S, K, BITS, GS, L, R, 1>(xs, sums, rows, s, b, acc);
+  for (int r = 0; r < R; r++) {
+    const int n = first + r;
+    if (writes && n < N) out[static_cast<int64_t>(p) * N + n] = static_cast<T>(acc[0][r]);
   }
 """
 )
@@ -168,8 +229,8 @@ class Quantized:
 
 def built_for(*projections: Quantized) -> bool:
     """Weights these kernels read: affine 4 or 8 bits, groups of whole
-    16-byte chunks, an input row that fits in shared memory, and the same
-    quantization for every projection."""
+    16-byte chunks, an input row that fits in shared memory, output rows in
+    whole sets of ROWS, and the same quantization for every projection."""
     first = projections[0]
     for q in projections:
         chunk = 4 * 32 // q.bits  # values in 4 words
@@ -177,7 +238,17 @@ def built_for(*projections: Quantized) -> bool:
             return False
         if q.group_size % chunk or q.width % chunk or q.width > MAX_WIDTH:
             return False
+        if q.weight.shape[1] % ROWS:
+            return False
     return True
+
+
+def lanes_a_row(q: Quantized) -> int:
+    """The lanes of a warp that read one weight row: the most, up to 32,
+    that divide its 16-byte chunks evenly (32 at 3072 4-bit values, 16 at
+    1536), so that no lane idles on a row's last chunks."""
+    chunks = q.width * q.bits // 128
+    return min(32, chunks & -chunks)
 
 
 def _run(name: str, x: mx.array, idx: mx.array, projections: list[Quantized], xdiv: int):
@@ -185,7 +256,8 @@ def _run(name: str, x: mx.array, idx: mx.array, projections: list[Quantized], xd
     q = projections[0]
     pairs = idx.size
     n = q.weight.shape[1]
-    blocks = -(-n // (WARPS * ROWS_A_WARP))
+    lanes = lanes_a_row(q)
+    blocks = -(-n // (WARPS * 32 // lanes * ROWS))
     arrays: list[mx.array] = [x, idx.astype(mx.uint32)]
     for p in projections:
         arrays += [p.weight, p.scales, p.biases]
@@ -197,7 +269,8 @@ def _run(name: str, x: mx.array, idx: mx.array, projections: list[Quantized], xd
         ("GS", q.group_size),
         ("XDIV", xdiv),
         ("WARPS", WARPS),
-        ("ROWS_A_WARP", ROWS_A_WARP),
+        ("L", lanes),
+        ("R", ROWS),
     ]
     return _kernel(name)(
         inputs=arrays,

@@ -4,8 +4,8 @@ mlx 0.32's CUDA `gather_qmm` runs its tiled tensor-core kernel for every
 MoE decode step (its gather_qmv only below 8 (token, expert) pairs, and one
 MiniMax token has 8), so on the H200 a step of 4 rows took ~16 ms, GPU-bound
 in the experts, where one row takes ~8 ms (benchmarks/README.md). The
-kernels of cuda_expert_kernels.py read each pair's expert rows a warp a row,
-the gate and up projections and SwiGLU in one pass.
+kernels of cuda_expert_kernels.py read each pair's expert rows a few at a
+time a group of lanes, the gate and up projections and SwiGLU in one pass.
 
 They go in as `SwitchGLU.__call__` (mlx-lm's class, which MiniMax's sparse
 block calls), for a call of fewer than SORTED_FROM pairs (a decode step;
@@ -144,5 +144,5 @@ def install(model) -> bool:
     switch_layers.SwitchGLU.__call__ = __call__  # type: ignore[method-assign]
     _installed = True
     _path = "cuda-kernel"
-    log.info("a decode step's experts: two CUDA kernels a layer, a warp a weight row")
+    log.info("a decode step's experts: two CUDA kernels a layer (cuda_expert_kernels.py)")
     return True
