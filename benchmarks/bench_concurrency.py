@@ -9,7 +9,12 @@ generation; optionally side by side with another checkout's server.
         --baseline-venv .venv                                          # two columns
 
 Every reply is forced (`x_mns_script`, test hooks on), so each stream decodes
-the same number of tokens; every prompt opens with a fresh tag, so no prompt
+the same number of tokens. The hook forces them with a logits processor on
+every row of every step, which requests from agents do not carry; with
+`--replies free` a request carries none, asks for the same number of tokens
+(`max_tokens`) and greedy decoding picks them (a model of random weights
+seldom stops early; the figures count the tokens each reply had). Every
+prompt opens with a fresh tag, so no prompt
 cache serves it (--no-prompt-cache also turns the cache off). With
 --baseline-repo the two servers run at once, idle but for the one measured,
 and the side measured first switches each round, so drift in machine load
@@ -52,18 +57,16 @@ TITLE_REPLY = "x</think>Config loader ignores the environment"
 class Side:
     """One server under test, its label, and the tokenizer that sizes prompts."""
 
-    def __init__(self, label: str, server: LiveServer, tokenizer):
-        self.label, self.server, self.tok = label, server, tokenizer
+    def __init__(self, label: str, server: LiveServer, tokenizer, forced: bool = True):
+        self.label, self.server, self.tok, self.forced = label, server, tokenizer, forced
 
     def chat(self, messages: list[dict], script: str, on_first=None) -> Stream:
-        """One streamed request whose reply is forced to spell `script`."""
-        body = {
-            "model": "mlx-local",
-            "messages": messages,
-            "temperature": 0.0,
-            "max_tokens": len(self.tok.encode(script, add_special_tokens=False)) + 16,
-            "x_mns_script": script,
-        }
+        """One streamed request whose reply is forced to spell `script`, or
+        (not `forced`) left free for as many tokens as `script` has."""
+        n = len(self.tok.encode(script, add_special_tokens=False))
+        body = {"model": "mlx-local", "messages": messages, "temperature": 0.0, "max_tokens": n}
+        if self.forced:
+            body.update(max_tokens=n + 16, x_mns_script=script)
         return self.server.stream_chat(body, on_first)
 
 
@@ -123,6 +126,11 @@ def run_decode(side: Side, r: int, args) -> dict:
             {k: v for k, v in dataclasses.asdict(s).items() if k != "deltas"} for s in streams
         ]
         out["tokens"] = streams[0].tokens
+        short = [s.tokens for s in streams if s.tokens < args.tokens]
+        if short and not side.forced:
+            print(
+                f"  [{side.label}] {n} streams: free replies of {short} tokens (not {args.tokens})"
+            )
     return out
 
 
@@ -203,7 +211,7 @@ def start_sides(model: Path, args, homes: list[Path], sides: list[Side]) -> None
     for label, repo, venv in specs:
         homes.append(Path(tempfile.mkdtemp(prefix=f"bench-{label}-")))
         server = LiveServer(str(model), homes[-1], server_flags(args), f"{label}.out", repo, venv)
-        sides.append(Side(label, server, tok))
+        sides.append(Side(label, server, tok, forced=args.replies == "forced"))
         sides[-1].chat(prompt(tok, "warm-up", SHORT_PROMPT), "x</think>warm")
 
 
@@ -228,6 +236,12 @@ def parse_args(argv: list[str] | None):
     add("--scenario", action="append", choices=SCENARIOS, help="repeatable [all]")
     add("--rounds", type=int, default=3, help="measured rounds per scenario [%(default)s]")
     add("--tokens", type=int, default=64, help="forced tokens per decode stream [%(default)s]")
+    add(
+        "--replies",
+        choices=["forced", "free"],
+        default="forced",
+        help="forced by the test hook's logits processor, or free (none) [%(default)s]",
+    )
     add("--prefill-tokens", type=int, default=1500, help="prefill prompt size [%(default)s]")
     add("--long-tokens", type=int, default=256, help="the side scenario's long reply [%(default)s]")
     add("--side-delay", type=float, default=1.0, help="s after its first token [%(default)s]")
