@@ -44,6 +44,10 @@ def summary(scenario: str, rounds: list[dict]) -> list[tuple[str, float, str]]:
             for n in STREAMS[1:]
         ]
         rows += [
+            (f"engine's decode steps: tok/s, {_streams(n)}", _med(rounds, f"engine_tps_{n}"), "")
+            for n in STREAMS
+        ]
+        rows += [
             (
                 f"per-stream tok/s, {n} streams",
                 _med(rounds, f"stream_tps_{n}", statistics.median),

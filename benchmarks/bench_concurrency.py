@@ -111,13 +111,26 @@ def together_tps(streams: list[Stream]) -> float:
     return sum(s.tokens_between(start, end) for s in streams) / (end - start)
 
 
+def engine_tps(before: dict, after: dict) -> float:
+    """The engine's own decode speed between two /status readings: tokens
+    its decode steps handed out over the seconds they took (nan for a
+    server that does not count them)."""
+    b, a = before.get("batching") or {}, after.get("batching") or {}
+    if "decode_seconds" not in a or "decode_seconds" not in b:
+        return float("nan")
+    seconds = a["decode_seconds"] - b["decode_seconds"]
+    return (a["decoded_tokens"] - b["decoded_tokens"]) / seconds if seconds > 0 else float("nan")
+
+
 def run_decode(side: Side, r: int, args) -> dict:
     """1, 2 and 4 streams of short prompts, each forced to --tokens tokens."""
     script = forced_reply(side.tok, args.tokens)
     out = {}
     for n in STREAMS:
         reqs = [(prompt(side.tok, f"d{r}.{n}.{i}", SHORT_PROMPT), script) for i in range(n)]
+        before = side.server.status()
         streams = together(side, reqs)
+        out[f"engine_tps_{n}"] = engine_tps(before, side.server.status())
         out[f"agg_tps_{n}"] = aggregate_tps(streams)
         out[f"all_tps_{n}"] = together_tps(streams)
         out[f"stream_tps_{n}"] = [s.decode_tps for s in streams]

@@ -147,6 +147,15 @@ class LiveServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
 
+    def status(self) -> dict:
+        """GET /status, as JSON."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
+        try:
+            conn.request("GET", "/status")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
     def stream_chat(self, body: dict, on_first: Callable[[], None] | None = None) -> Stream:
         """POST `body` to /v1/chat/completions as a stream (stream and usage
         are set here) and time it; `on_first` is called at the first token.

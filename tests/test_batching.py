@@ -69,11 +69,15 @@ def test_greedy_replies_are_the_same_alone_and_batched(kv_server):
         return ask(kv_server, prompt, max_tokens=48)["choices"][0]["message"]
 
     alone = [reply(p) for p in PROMPTS]
-    before = batching(kv_server)["batched_steps"]
+    before = batching(kv_server)
     batched = together(reply, PROMPTS)
     stats = batching(kv_server)
-    assert stats["batched_steps"] > before, "the requests never decoded together"
+    assert stats["batched_steps"] > before["batched_steps"], "the requests never decoded together"
     assert batched == alone
+    # Every decode step hands out a token to each sequence in it, in measured time.
+    steps = stats["steps"] - before["steps"]
+    assert stats["decoded_tokens"] - before["decoded_tokens"] > steps
+    assert stats["decode_seconds"] > before["decode_seconds"]
     assert stats["attention"] == "mlx"  # the fused kernel is CUDA's (test_cuda_attention.py)
     assert stats["experts"] == "mlx"  # so are the experts kernels (test_cuda_experts.py)
 

@@ -64,6 +64,8 @@ def full_metrics(**overrides) -> ServerMetrics:
             "steps": 900,
             "batched_steps": 700,
             "widest_batch": 4,
+            "decoded_tokens": 2500,
+            "decode_seconds": 31.25,
         },
     )
     sources.update(overrides)
@@ -186,6 +188,8 @@ def test_gauges_read_at_scrape_time():
     assert types["mlx_native_server_batched_decode_steps"] == "counter"
     assert value(samples, "mlx_native_server_decode_steps_total") == 900
     assert value(samples, "mlx_native_server_batched_decode_steps_total") == 700
+    assert value(samples, "mlx_native_server_decode_tokens_total") == 2500
+    assert value(samples, "mlx_native_server_decode_seconds_total") == 31.25
     assert (
         value(
             samples,

@@ -27,6 +27,7 @@ the memory guard's to count (the engine's admission check).
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any, cast
 
@@ -57,6 +58,8 @@ class Scheduler:
         self.steps = 0  # decode steps run
         self.batched_steps = 0  # of those, steps that decoded two sequences or more
         self.widest = 0  # the most sequences one step decoded
+        self.decoded_tokens = 0  # tokens the decode steps handed out
+        self.decode_seconds = 0.0  # the thread's time in decode steps, hand-off included
         self._samplers: dict[tuple, Any] = {}
 
     # ---- the loop ---------------------------------------------------------
@@ -76,8 +79,10 @@ class Scheduler:
                 if self.prefilling:
                     self._prefill()
 
-    def stats(self) -> dict[str, int | str]:
-        """What /status shows; read from other threads (plain values)."""
+    def stats(self) -> dict[str, int | float | str]:
+        """What /status shows; read from other threads (plain values).
+        decoded_tokens over decode_seconds is the engine's own decode speed,
+        whatever the HTTP side adds to what a client sees."""
         running = self.running
         return {
             "decoding": len(running) if running is not None else 0,
@@ -86,6 +91,8 @@ class Scheduler:
             "steps": self.steps,
             "batched_steps": self.batched_steps,
             "widest_batch": self.widest,
+            "decoded_tokens": self.decoded_tokens,
+            "decode_seconds": round(self.decode_seconds, 6),
             "attention": cuda_attention.path(),
             "experts": cuda_experts.path(),
         }
@@ -231,6 +238,13 @@ class Scheduler:
     # ---- the two kinds of work ---------------------------------------------
 
     def _decode(self) -> None:
+        began = time.perf_counter()
+        try:
+            self._decode_step()
+        finally:
+            self.decode_seconds += time.perf_counter() - began
+
+    def _decode_step(self) -> None:
         running = self.running
         assert running is not None and running.pending is not None
         seqs = list(running.seqs)
@@ -249,6 +263,7 @@ class Scheduler:
             if i not in failed:
                 seq.key.append(token)
                 seq.emit(token)
+                self.decoded_tokens += 1
             if i in failed or seq.done or seq.stopped:
                 leaving.append(i)
         caches = running.settle(leaving, sampled)

@@ -220,7 +220,7 @@ class Upstream:
         """Under mlx.launch (more than one rank)."""
         return self._provider.is_distributed
 
-    def batch_stats(self) -> dict[str, int | str] | None:
+    def batch_stats(self) -> dict[str, int | float | str] | None:
         """The scheduler's counts (None under mlx.launch, or before it starts)."""
         scheduler = self._gen.scheduler
         return scheduler.stats() if scheduler is not None else None

@@ -272,7 +272,7 @@ class Engine:
     def join(self) -> None:
         self._upstream.join()
 
-    def batch_stats(self) -> dict[str, int | str] | None:
+    def batch_stats(self) -> dict[str, int | float | str] | None:
         """Sequences decoding, prefilling and queued in the engine, how many
         decode steps ran batched, and what their attention runs on (None
         under mlx.launch)."""

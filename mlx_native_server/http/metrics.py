@@ -331,6 +331,14 @@ def _batching(stats: Mapping[str, Any] | None) -> Iterator[Metric]:
             "batched_decode_steps",
             "Decode steps that decoded two sequences or more.",
         ),
+        ("decoded_tokens", "decode_tokens", "Tokens the decode steps handed out."),
+        (
+            "decode_seconds",
+            "decode_seconds",
+            "Seconds the generation thread spent in decode steps, hand-off to the "
+            "requests included: rate(decode_tokens) / rate(decode_seconds) is the "
+            "engine's own decode speed.",
+        ),
     ):
         number = _number(stats.get(key))
         if number is not None:
