@@ -100,8 +100,9 @@ def print_report(results: dict, args) -> None:
 
 def scenario_note(scenario: str, args) -> str:
     if scenario == "decode":
-        replies = "forced" if getattr(args, "replies", "forced") == "forced" else "free"
-        return f"{args.tokens} {replies} tokens a stream, {'/'.join(map(str, STREAMS))} streams"
+        return (
+            f"{args.tokens} {args.replies} tokens a stream, {'/'.join(map(str, STREAMS))} streams"
+        )
     if scenario == "prefill":
         return f"two prompts of ~{args.prefill_tokens} tokens"
     return f"title sent {args.side_delay:g} s after the first of {args.long_tokens} tokens"

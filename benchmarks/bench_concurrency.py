@@ -8,14 +8,14 @@ generation; optionally side by side with another checkout's server.
     .venv/bin/python benchmarks/bench_concurrency.py --baseline-repo ../main-copy \\
         --baseline-venv .venv                                          # two columns
 
-Every reply is forced (`x_mns_script`, test hooks on), so each stream decodes
+By default every reply is forced (`x_mns_script`, test hooks on), so each stream decodes
 the same number of tokens. The hook forces them with a logits processor on
 every row of every step, which requests from agents do not carry; with
 `--replies free` a request carries none, asks for the same number of tokens
 (`max_tokens`) and greedy decoding picks them (a model of random weights
 seldom stops early; the figures count the tokens each reply had). Every
-prompt opens with a fresh tag, so no prompt
-cache serves it (--no-prompt-cache also turns the cache off). With
+prompt opens with a fresh tag, so no prompt cache serves it
+(--no-prompt-cache also turns the cache off). With
 --baseline-repo the two servers run at once, idle but for the one measured,
 and the side measured first switches each round, so drift in machine load
 hits both alike. Figures are printed, never judged: benchmarks/README.md
@@ -123,7 +123,7 @@ def engine_tps(before: dict, after: dict) -> float:
 
 
 def run_decode(side: Side, r: int, args) -> dict:
-    """1, 2 and 4 streams of short prompts, each forced to --tokens tokens."""
+    """1, 2 and 4 streams of short prompts, each replying --tokens tokens."""
     script = forced_reply(side.tok, args.tokens)
     out = {}
     for n in STREAMS:
@@ -248,7 +248,7 @@ def parse_args(argv: list[str] | None):
     add("--demo", choices=["tiny", "wide"], default="wide", help="without --model [%(default)s]")
     add("--scenario", action="append", choices=SCENARIOS, help="repeatable [all]")
     add("--rounds", type=int, default=3, help="measured rounds per scenario [%(default)s]")
-    add("--tokens", type=int, default=64, help="forced tokens per decode stream [%(default)s]")
+    add("--tokens", type=int, default=64, help="tokens per decode stream [%(default)s]")
     add(
         "--replies",
         choices=["forced", "free"],
