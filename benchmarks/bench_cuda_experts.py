@@ -24,7 +24,6 @@ elsewhere mlx's gather_qmm serves every step and this exits 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import mlx.core as mx  # noqa: E402
 
+from _bench_local import import_file  # noqa: E402
 from _demo import ints  # noqa: E402
 from mlx_native_server.adapter import cuda_attention  # noqa: E402
 from mlx_native_server.adapter import cuda_expert_kernels as kernels  # noqa: E402
@@ -89,15 +89,11 @@ def expert_bytes(weights) -> float:
 def baseline_kernels(repo: Path):
     """The experts kernels of another checkout (its cuda_expert_kernels.py), to time beside these."""
     path = repo / "mlx_native_server" / "adapter" / "cuda_expert_kernels.py"
-    spec = importlib.util.spec_from_file_location("baseline_cuda_expert_kernels", path)
-    if spec is None or spec.loader is None or not path.is_file():
+    if not path.is_file():
         raise SystemExit(
             f"no experts kernels at {path}: give --baseline-repo a checkout of this project"
         )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
+    return import_file("baseline_cuda_expert_kernels", path)
 
 
 def ways(args) -> list[tuple[str, Callable]]:
