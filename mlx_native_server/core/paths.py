@@ -86,6 +86,11 @@ class Paths:
         return self.home / "local-models"
 
     @property
+    def mlx_kernels_dir(self) -> Path:
+        """Where mlx's CUDA backend keeps the kernels it compiles (engine.keep_compiled_kernels)."""
+        return self.models_dir / ".mlx-kernels"
+
+    @property
     def demo_model(self) -> Path:
         return self.models_dir / "demo"
 

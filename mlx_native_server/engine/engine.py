@@ -72,6 +72,26 @@ def fit_or_spill(plan, store, prompt_tokens: int, max_tokens: int, others_tokens
     return spilled
 
 
+# mlx's own variable: where its CUDA backend keeps the kernels it compiles.
+KERNEL_CACHE = "MLX_PTX_CACHE_DIR"
+
+
+def keep_compiled_kernels(kernels_dir, environ=os.environ) -> str:
+    """Where mlx's CUDA backend keeps the kernels it compiles at run time.
+
+    mlx keeps them in $TMPDIR/mlx/<version>/ptx, which a reboot empties; the
+    first request after one then waits while mlx compiles the model's kernels
+    again (on the H200 a fresh server's warm-up took ~115 s longer without
+    them). They go to `kernels_dir`/<mlx version> instead (Paths.mlx_kernels_dir:
+    local-models/.mlx-kernels; mlx names its own kernels' files by kernel and
+    shape alone, so the version keeps an upgraded mlx off older ones), unless
+    MLX_PTX_CACHE_DIR says otherwise. Set before mlx compiles anything.
+    Returns the directory."""
+    version = getattr(mx, "__version__", "unknown")  # (not in mlx's type stubs)
+    default = str(kernels_dir / version)
+    return environ.setdefault(KERNEL_CACHE, default)
+
+
 def repair_random_state() -> bool:
     """Reseed mlx's global random key if it no longer evaluates; True if it had to.
 
@@ -95,6 +115,9 @@ class Engine:
     def __init__(self, settings: Settings, *, test_hooks: bool = False):
         self.settings = settings
         self.test_hooks = test_hooks
+        if mx.cuda.is_available():  # the only backend that reads the variable
+            kernels = keep_compiled_kernels(settings.paths.mlx_kernels_dir)
+            log.info("CUDA kernels mlx compiles are kept in %s", kernels)
         self.kv_bits = self._choose_kv_bits(settings)
         self.prompt_cache = make_prompt_cache_store(
             settings,
