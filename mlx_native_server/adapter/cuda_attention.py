@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
 import mlx.core as mx
@@ -91,6 +92,8 @@ def install(model) -> bool:
         return _keep_mlx(
             f"no kernel for {heads} query heads on {kv_heads} KV heads of head_dim {head_dim}"
         )
+    began = time.perf_counter()
+    log.info("checking the batched decode attention kernel against mlx's masked attention")
     try:  # at the model's own shape, so its kernels are compiled before the first batch
         worst = disagreement(head_dim=head_dim, heads=heads, kv_heads=kv_heads)
     except Exception as e:  # the kernel did not compile or run on this GPU
@@ -114,5 +117,9 @@ def install(model) -> bool:
     _installed[name] = True
     global _path
     _path = "cuda-kernel"
-    log.info("batched decode attention: a fused CUDA kernel with per-row key starts (%s)", name)
+    log.info(
+        "batched decode attention: a fused CUDA kernel with per-row key starts (%s; checked in %.1f s)",
+        name,
+        time.perf_counter() - began,
+    )
     return True

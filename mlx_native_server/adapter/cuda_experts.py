@@ -21,6 +21,7 @@ kernel for a decode step's pairs.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import mlx.core as mx
@@ -117,6 +118,11 @@ def install(model) -> bool:
         log.info("the model's experts are not affine 4- or 8-bit with SwiGLU: mlx's gather_qmm")
         return False
     gate, _, _ = found
+    began = time.perf_counter()
+    log.info(
+        "checking the decode experts kernels against mlx's gather_qmm at the model's widths "
+        "(on a first start mlx compiles both, which can take a few minutes)"
+    )
     try:  # at the model's own widths, so the kernels are compiled before the first step
         worst = disagreement(
             width=gate.width,
@@ -144,5 +150,9 @@ def install(model) -> bool:
     switch_layers.SwitchGLU.__call__ = __call__  # type: ignore[method-assign]
     _installed = True
     _path = "cuda-kernel"
-    log.info("a decode step's experts: two CUDA kernels a layer (cuda_expert_kernels.py)")
+    log.info(
+        "a decode step's experts: two CUDA kernels a layer (cuda_expert_kernels.py; "
+        "checked in %.1f s)",
+        time.perf_counter() - began,
+    )
     return True
