@@ -7,7 +7,6 @@ code, its output and its --json file. The live tests use the `server` fixture
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import socket
@@ -37,15 +36,11 @@ FIRST_TOKEN_DELAY = 0.2  # the fake server's prefill time
 DECODE_PAUSE = 0.3  # the fake server's pause after the first token
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_local", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(SCRIPT.parent / "benchmarks"))
 
+from _bench_local import load_bench_local  # noqa: E402
 
-bench = load_bench()
+bench = load_bench_local()
 
 
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
