@@ -297,8 +297,9 @@ class Engine:
 
     def batch_stats(self) -> dict[str, int | float | str] | None:
         """Sequences decoding, prefilling and queued in the engine, how many
-        decode steps ran batched, and what their attention runs on (None
-        under mlx.launch)."""
+        decode steps ran batched, the tokens they handed out and the seconds
+        they took, and what their attention and experts run on (None under
+        mlx.launch)."""
         return self._upstream.batch_stats()
 
     def cache_stats(self) -> dict[str, Any]:
